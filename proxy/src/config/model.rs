@@ -135,6 +135,8 @@ pub struct Config {
     pub mapping_rules: Vec<MappingRule>,
     pub site: Site,
     pub provider: Provider,
+    /// `outpost.admin.listen`: where the admin endpoints (metrics, health) listen, when set.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -165,6 +167,7 @@ impl Default for Config {
                 credentials: None,
                 certificates: Vec::new(),
             },
+            admin_listen: None,
         }
     }
 }
