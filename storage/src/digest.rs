@@ -106,6 +106,16 @@ pub enum Hasher {
     Sha512(sha2::Sha512),
 }
 
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let algorithm = match self {
+            Hasher::Sha256(_) => Algorithm::Sha256,
+            Hasher::Sha512(_) => Algorithm::Sha512,
+        };
+        write!(f, "Hasher({})", algorithm.name())
+    }
+}
+
 impl Hasher {
     pub fn new(algorithm: Algorithm) -> Hasher {
         match algorithm {
