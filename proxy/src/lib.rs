@@ -22,6 +22,7 @@
 //! never receives bytes that do not match the digest it asked for with a clean end of body.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod api;
 pub mod cache;
 pub mod certs_cmd;

@@ -1,7 +1,316 @@
-//! The listener and the tower stack.
+//! The listener, the per-connection tasks and the tower stack.
+//!
+//! Connections are limited separately from requests: a semaphore bounds open connections, a
+//! tower concurrency limit bounds requests in flight. The TLS handshake runs inside the
+//! per-connection task with a timeout, so a silent client never stalls the accept loop. One
+//! shutdown signal (SIGINT/SIGTERM, or dropping [`Running`]) stops accepting and lets in-flight
+//! transfers finish within a grace period.
 
-use crate::cli::{Failure, ServeArgs};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-pub fn serve_command(_args: ServeArgs) -> Result<(), Failure> {
-    Err(Failure::Other(anyhow::anyhow!("not implemented yet")))
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
+
+use crate::access_log;
+use crate::api::{self, App, Body};
+use crate::cli::{Failure, LogFormat, ServeArgs};
+use crate::config::{Config, TlsFiles};
+use crate::route::Registry;
+use crate::upstream::Upstream;
+
+/// Open connections at most; further ones wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 1024;
+/// Requests in flight at most, over all connections.
+const MAX_REQUESTS: usize = 512;
+/// How long a client may take to send its request headers (HTTP/1).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight transfers may run on after the shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// `outpost serve`.
+pub fn serve_command(args: ServeArgs) -> Result<(), Failure> {
+    let loaded =
+        crate::config::load(&args.config.files).map_err(|e| Failure::Config(e.to_string()))?;
+    let mut config = loaded.config;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsFiles { cert, key });
+    }
+    init_logging(args.log_format, args.log_level.as_deref());
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Other(e.into()))?;
+    runtime.block_on(async move {
+        let running = start(config).await?;
+        tracing::info!(listen = %running.addr, "outpost is serving");
+        shutdown_signal().await;
+        tracing::info!("shutting down; in-flight transfers get {SHUTDOWN_GRACE:?}");
+        running.stop().await;
+        Ok(())
+    })
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// A server started by [`start`]. Dropping it stops accepting at once; [`Running::stop`] also
+/// waits for in-flight requests (up to the grace period).
+pub struct Running {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Builds the app from the configuration, binds `config.listen` and serves in the background.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let app = Arc::new(build_app(config)?);
+    let listener = TcpListener::bind(app.config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, signal) = watch::channel(false);
+    let tls = match &app.config.tls {
+        Some(files) => Some(tls_acceptor(files, signal.clone())?),
+        None => None,
+    };
+    let task = tokio::spawn(accept_loop(listener, app, tls, signal));
+    Ok(Running {
+        addr,
+        shutdown,
+        task: Some(task),
+    })
+}
+
+fn build_app(config: Config) -> anyhow::Result<App> {
+    let default_registry = Registry::parse(&config.default_registry).ok_or_else(|| {
+        anyhow::anyhow!(
+            "outpost.defaultRegistry {:?} is not a registry host",
+            config.default_registry
+        )
+    })?;
+    let upstream = Upstream::new(&config.upstream)?;
+    Ok(App {
+        config: Arc::new(config),
+        default_registry,
+        upstream,
+        cache: None,
+    })
+}
+
+/// How often the certificate files are checked for changes.
+const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The TLS acceptor, and a task that reloads the certificate when its files change or on SIGHUP
+/// (new handshakes get the new certificate; open connections are untouched).
+fn tls_acceptor(
+    files: &TlsFiles,
+    mut signal: watch::Receiver<bool>,
+) -> anyhow::Result<TlsAcceptor> {
+    let tls = certs::ServerTls::new(&files.cert, &files.key)?;
+    let acceptor = TlsAcceptor::from(tls.server_config());
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut interval = tokio::time::interval(CERT_RELOAD_INTERVAL);
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(hup) => hup.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<Option<()>>();
+            let result = tokio::select! {
+                _ = interval.tick() => tls.reload_if_changed(),
+                _ = hangup => tls.reload(),
+                _ = signal.changed() => return,
+            };
+            match result {
+                Ok(true) => {
+                    tracing::info!(cert = %tls.cert_path().display(), "reloaded the TLS certificate")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "keeping the previous TLS certificate"),
+            }
+        }
+    });
+    Ok(acceptor)
+}
+
+/// The tower stack every request goes through, outermost first.
+fn service(
+    app: Arc<App>,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+       + Send {
+    ServiceBuilder::new()
+        // Bound the requests in flight over all connections, so a burst queues instead of
+        // exhausting file descriptors and upstream connections. Outside the handler, inside the
+        // connection: a waiting request holds no upstream resources.
+        .concurrency_limit(MAX_REQUESTS)
+        // The handler: never fails (errors are OCI error responses); the access log line is
+        // written when the response body ends, so it knows the bytes sent.
+        .service_fn(move |request: Request<Incoming>| {
+            let app = app.clone();
+            async move {
+                let started = Instant::now();
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let response = api::handle(app, request).await;
+                Ok::<_, Infallible>(access_log::wrap(response, method, path, started))
+            }
+        })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<TlsAcceptor>,
+    mut signal: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let service = service(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            _ = signal.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = signal.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(service.clone());
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    let Some(stream) = handshake(acceptor, stream, peer).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }

@@ -27,3 +27,320 @@ pub struct Target {
     pub credentials: Option<Credentials>,
     pub tls: TlsPolicy,
 }
+
+use crate::config::{Config, ExternalRegistry};
+use crate::route::{Registry, Source};
+
+/// Translates a source repository to the target outpost fetches it from, in this order:
+///
+/// 1. `registryMappingRules`: the longest rule whose source is a prefix of `host/repository` at a
+///    `/` boundary; its target replaces the matched part. Credentials, certificates and `insecure`
+///    come from the `externalRegistries` entry of the target host.
+/// 2. the external registry (`registryCredentials`, else the first of `externalRegistries`): the
+///    whole source goes under its `domain` path and `repositoryName`.
+/// 3. the source registry itself, with `providerCredentials` when it is the provider registry.
+///
+/// Loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) are treated as insecure registries, as
+/// Docker and containerd do.
+pub fn translate(config: &Config, source: &Source) -> Target {
+    let full = source.to_string();
+    if let Some((rule_target, rest)) = longest_rule(config, &full) {
+        let (host, path) = rule_target.split_once('/').unwrap_or((rule_target, ""));
+        let host = api_host(host);
+        let repository = join(&[path, rest]);
+        return match config.registry_for_host(&host) {
+            Some(registry) => via(config, registry, repository),
+            None => direct(config, host, repository, None, &[], false),
+        };
+    }
+    if let Some(external) = config.external_registry() {
+        let repository = join(&[
+            &external.prefix,
+            source.registry.as_str(),
+            source.repository.as_str(),
+        ]);
+        return via(config, external, repository);
+    }
+    let provider = &config.provider;
+    let is_provider = provider
+        .registry
+        .as_deref()
+        .and_then(Registry::parse)
+        .is_some_and(|r| r == source.registry);
+    let (credentials, certificates) = if is_provider {
+        (provider.credentials.clone(), &provider.certificates[..])
+    } else {
+        (None, &[][..])
+    };
+    direct(
+        config,
+        source.registry.api_host().to_owned(),
+        source.repository.as_str().to_owned(),
+        credentials,
+        certificates,
+        false,
+    )
+}
+
+/// The mapping rule with the longest source that is a prefix of `full` at a `/` boundary, as
+/// (rule target, the rest of `full` after the prefix).
+fn longest_rule<'c>(config: &'c Config, full: &'c str) -> Option<(&'c str, &'c str)> {
+    config
+        .mapping_rules
+        .iter()
+        .filter_map(|rule| {
+            let prefix = canonical_prefix(&rule.source);
+            let rest = full.strip_prefix(prefix.as_str())?;
+            let rest = if rest.is_empty() {
+                rest
+            } else {
+                rest.strip_prefix('/')?
+            };
+            Some((prefix.len(), rule.target.trim_end_matches('/'), rest))
+        })
+        .max_by_key(|(len, _, _)| *len)
+        .map(|(_, target, rest)| (target, rest))
+}
+
+/// A rule source with its registry host canonicalised (`index.docker.io/x` matches `docker.io/x`).
+fn canonical_prefix(source: &str) -> String {
+    let source = source.trim_end_matches('/');
+    let (host, path) = source.split_once('/').unwrap_or((source, ""));
+    let host = Registry::parse(host).map_or_else(|| host.to_owned(), |r| r.as_str().to_owned());
+    join(&[&host, path])
+}
+
+fn api_host(host: &str) -> String {
+    Registry::parse(host).map_or_else(|| host.to_owned(), |r| r.api_host().to_owned())
+}
+
+fn via(config: &Config, registry: &ExternalRegistry, repository: String) -> Target {
+    direct(
+        config,
+        registry.host.clone(),
+        repository,
+        registry.credentials.clone(),
+        &registry.certificates,
+        registry.insecure,
+    )
+}
+
+fn direct(
+    config: &Config,
+    host: String,
+    repository: String,
+    credentials: Option<crate::config::Credentials>,
+    certificates: &[String],
+    insecure: bool,
+) -> Target {
+    let extra_cas = config
+        .site
+        .ca_certs
+        .iter()
+        .chain(certificates)
+        .cloned()
+        .collect();
+    let insecure = insecure || config.site.insecure_skip_verify || is_loopback(&host);
+    Target {
+        host,
+        repository,
+        credentials,
+        tls: TlsPolicy {
+            insecure,
+            extra_cas,
+        },
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]`, with or without a port.
+pub fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Joins non-empty path parts with `/`.
+fn join(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Credentials, MappingRule, Secret};
+    use crate::route::Repository;
+
+    fn src(s: &str) -> Source {
+        let (host, repo) = s.split_once('/').unwrap();
+        Source {
+            registry: Registry::parse(host).unwrap(),
+            repository: Repository::parse(repo).unwrap(),
+        }
+    }
+
+    fn creds(user: &str) -> Option<Credentials> {
+        Some(Credentials {
+            username: user.into(),
+            password: Secret::new("pw"),
+        })
+    }
+
+    fn external(host: &str, prefix: &str, user: &str) -> ExternalRegistry {
+        ExternalRegistry {
+            host: host.into(),
+            prefix: prefix.into(),
+            credentials: creds(user),
+            certificates: vec![format!("CA of {host}")],
+            insecure: false,
+        }
+    }
+
+    fn target(config: &Config, s: &str) -> (String, String, Option<String>) {
+        let t = translate(config, &src(s));
+        (t.host, t.repository, t.credentials.map(|c| c.username))
+    }
+
+    #[test]
+    fn external_registry_prefixes_the_whole_source() {
+        let config = Config {
+            registry_credentials: Some(external("10.10.254.254:8000", "spectro-images", "ubuntu")),
+            ..Config::default()
+        };
+        assert_eq!(
+            target(&config, "quay.io/kairos/core-ubuntu-20-lts-rke2"),
+            (
+                "10.10.254.254:8000".into(),
+                "spectro-images/quay.io/kairos/core-ubuntu-20-lts-rke2".into(),
+                Some("ubuntu".into())
+            )
+        );
+        assert_eq!(
+            target(&config, "docker.io/library/alpine").1,
+            "spectro-images/docker.io/library/alpine"
+        );
+        let t = translate(&config, &src("quay.io/a"));
+        assert_eq!(t.tls.extra_cas, vec!["CA of 10.10.254.254:8000".to_owned()]);
+        assert!(!t.tls.insecure);
+    }
+
+    #[test]
+    fn first_external_registry_when_no_registry_credentials() {
+        let config = Config {
+            external_registries: vec![
+                external("registry.example.com", "palette-images", "robot"),
+                external("other.example.com", "", "other"),
+            ],
+            ..Config::default()
+        };
+        assert_eq!(
+            target(&config, "ghcr.io/org/app"),
+            (
+                "registry.example.com".into(),
+                "palette-images/ghcr.io/org/app".into(),
+                Some("robot".into())
+            )
+        );
+    }
+
+    #[test]
+    fn mapping_rules_longest_match_at_a_slash_boundary() {
+        let config = Config {
+            external_registries: vec![
+                external("registry.example.com", "", "robot"),
+                external("mirror.example.com", "", "mirror"),
+            ],
+            mapping_rules: vec![
+                MappingRule {
+                    source: "us-docker.pkg.dev/palette-images".into(),
+                    target: "registry.example.com/palette-images".into(),
+                },
+                MappingRule {
+                    source: "us-docker.pkg.dev/palette-images/edge".into(),
+                    target: "mirror.example.com/edge-mirror".into(),
+                },
+                MappingRule {
+                    source: "index.docker.io/library".into(),
+                    target: "unlisted.example.com/hub".into(),
+                },
+            ],
+            ..Config::default()
+        };
+        assert_eq!(
+            target(&config, "us-docker.pkg.dev/palette-images/a/b"),
+            (
+                "registry.example.com".into(),
+                "palette-images/a/b".into(),
+                Some("robot".into())
+            )
+        );
+        assert_eq!(
+            target(&config, "us-docker.pkg.dev/palette-images/edge/x"),
+            (
+                "mirror.example.com".into(),
+                "edge-mirror/x".into(),
+                Some("mirror".into())
+            )
+        );
+        // `palette-images-2` does not match `palette-images` (no `/` boundary): the external
+        // registry (the first entry) carries it instead.
+        assert_eq!(
+            target(&config, "us-docker.pkg.dev/palette-images-2/a"),
+            (
+                "registry.example.com".into(),
+                "us-docker.pkg.dev/palette-images-2/a".into(),
+                Some("robot".into())
+            )
+        );
+        // A target host with no externalRegistries entry: anonymous.
+        assert_eq!(
+            target(&config, "docker.io/library/alpine"),
+            ("unlisted.example.com".into(), "hub/alpine".into(), None)
+        );
+    }
+
+    #[test]
+    fn direct_with_provider_credentials_and_docker_hub_host() {
+        let mut config = Config::default();
+        config.provider.registry = Some("quay.io".into());
+        config.provider.credentials = creds("robot");
+        config.provider.certificates = vec!["provider CA".into()];
+        config.site.ca_certs = vec!["site CA".into()];
+        let t = translate(&config, &src("quay.io/kairos/core"));
+        assert_eq!(t.host, "quay.io");
+        assert_eq!(t.repository, "kairos/core");
+        assert_eq!(t.credentials.unwrap().username, "robot");
+        assert_eq!(
+            t.tls.extra_cas,
+            vec!["site CA".to_owned(), "provider CA".into()]
+        );
+        let t = translate(&config, &src("docker.io/library/alpine"));
+        assert_eq!(t.host, "registry-1.docker.io");
+        assert_eq!(t.repository, "library/alpine");
+        assert!(
+            t.credentials.is_none(),
+            "provider credentials leaked to docker.io"
+        );
+        assert_eq!(t.tls.extra_cas, vec!["site CA".to_owned()]);
+    }
+
+    #[test]
+    fn insecure_sources() {
+        let mut config = Config::default();
+        assert!(translate(&config, &src("127.0.0.1:5000/a")).tls.insecure);
+        assert!(translate(&config, &src("localhost/a")).tls.insecure);
+        assert!(!translate(&config, &src("quay.io/a")).tls.insecure);
+        config.site.insecure_skip_verify = true;
+        assert!(translate(&config, &src("quay.io/a")).tls.insecure);
+    }
+}

@@ -1,0 +1,105 @@
+//! One log line per request, written when the response body has been sent (or abandoned), with
+//! method, path, upstream, status, bytes, duration and cache outcome. Never a header value, so
+//! never a credential.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+
+use crate::api::{Body, BoxError, Outcome};
+
+/// Wraps the response body so that its end writes the access log line.
+pub fn wrap(
+    response: Response<Body>,
+    method: Method,
+    path: String,
+    started: Instant,
+) -> Response<Body> {
+    let (parts, body) = response.into_parts();
+    let outcome = parts
+        .extensions
+        .get::<Outcome>()
+        .cloned()
+        .unwrap_or_default();
+    let logged = LoggedBody {
+        inner: body,
+        line: Line {
+            method,
+            path,
+            status: parts.status,
+            outcome,
+            started,
+            bytes: 0,
+            complete: false,
+        },
+    };
+    Response::from_parts(parts, logged.boxed_unsync())
+}
+
+struct Line {
+    method: Method,
+    path: String,
+    status: StatusCode,
+    outcome: Outcome,
+    started: Instant,
+    bytes: u64,
+    complete: bool,
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "outpost::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            upstream = self.outcome.upstream.as_deref().unwrap_or("-"),
+            cache = self.outcome.cache.unwrap_or("-"),
+            bytes = self.bytes,
+            complete = self.complete,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+struct LoggedBody {
+    inner: Body,
+    line: Line,
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.line.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.line.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
