@@ -9,7 +9,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -17,6 +17,10 @@ use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 
 use crate::{load_certified_key, CertsError};
+
+/// A file modified less than this long before it was looked at may be modified again with the
+/// same size and (coarse-grained) modification time; such stamps are not trusted ("racy git").
+const RACY: Duration = Duration::from_secs(2);
 
 /// ALPN protocols outpost offers, in preference order.
 pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -28,7 +32,8 @@ pub struct ServerTls {
     resolver: Arc<Resolver>,
     config: Arc<ServerConfig>,
     /// The files' metadata at the last load attempt, successful or not, so a timer calling
-    /// [`ServerTls::reload_if_changed`] retries only after the files change again.
+    /// [`ServerTls::reload_if_changed`] retries only after the files change again. `None` forces
+    /// the next call to re-read (unknown, or modified too recently to trust, see [`RACY`]).
     seen: Mutex<Option<Stamps>>,
 }
 
@@ -37,7 +42,7 @@ impl ServerTls {
     pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Result<ServerTls, CertsError> {
         let cert_path = cert.into();
         let key_path = key.into();
-        let stamps = Stamps::read(&cert_path, &key_path);
+        let stamps = Stamps::read_settled(&cert_path, &key_path);
         let certified = load_certified_key(&cert_path, &key_path)?;
         let resolver = Arc::new(Resolver {
             current: RwLock::new(certified),
@@ -67,7 +72,7 @@ impl ServerTls {
     /// to new handshakes changed, `Ok(false)` when the files hold the one already served. On error
     /// the previous certificate stays in service and the error says which file is wrong.
     pub fn reload(&self) -> Result<bool, CertsError> {
-        let stamps = Stamps::read(&self.cert_path, &self.key_path);
+        let stamps = Stamps::read_settled(&self.cert_path, &self.key_path);
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
         let certified = load_certified_key(&self.cert_path, &self.key_path)?;
         let mut current = self
@@ -84,7 +89,8 @@ impl ServerTls {
 
     /// [`reload`](Self::reload), but only when the files' size, modification time or inode
     /// changed since the last attempt: two `stat` calls otherwise, cheap enough for a timer.
-    /// A failed reload is not retried until the files change again.
+    /// A failed reload is not retried until the files change again (files modified within the
+    /// last two seconds are re-read on every call, as their metadata may not show a change yet).
     pub fn reload_if_changed(&self) -> Result<bool, CertsError> {
         let now = Stamps::read(&self.cert_path, &self.key_path);
         if now == *self.seen.lock().unwrap_or_else(PoisonError::into_inner) {
@@ -164,6 +170,18 @@ impl Stamps {
             cert: FileStamp::read(cert)?,
             key: FileStamp::read(key)?,
         })
+    }
+
+    /// [`Stamps::read`], or `None` when a file was modified too recently for its metadata to
+    /// tell a later change apart.
+    fn read_settled(cert: &Path, key: &Path) -> Option<Stamps> {
+        let now = SystemTime::now();
+        let stamps = Stamps::read(cert, key)?;
+        let settled = |f: &FileStamp| {
+            f.modified
+                .is_some_and(|m| now.duration_since(m).is_ok_and(|age| age >= RACY))
+        };
+        (settled(&stamps.cert) && settled(&stamps.key)).then_some(stamps)
     }
 }
 

@@ -1,1 +1,4 @@
 //! Test support.
+pub mod image;
+pub mod real;
+pub mod tools;
