@@ -88,6 +88,8 @@ impl HttpBody for LoggedBody {
                 if let Some(data) = frame.data_ref() {
                     this.line.bytes += data.len() as u64;
                 }
+                // hyper stops polling a body that says it has ended.
+                this.line.complete = this.inner.is_end_stream();
             }
             Poll::Ready(None) => this.line.complete = true,
             _ => {}

@@ -73,10 +73,17 @@ pub async fn handle(app: Arc<App>, request: Request<hyper::body::Incoming>) -> R
         &app.default_registry,
     );
     let mut response = match routed {
-        Ok(route) => match dispatch(&app, &route, request.headers()).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(head),
-        },
+        Ok(route) => {
+            let mut response = match dispatch(&app, &route, request.headers()).await {
+                Ok(response) => response,
+                Err(error) => error.into_response(head),
+            };
+            if let Some(source) = route.operation.source() {
+                let outcome = response.extensions_mut().get_or_insert_default::<Outcome>();
+                outcome.upstream = Some(translate(&app.config, source).host);
+            }
+            response
+        }
         Err(error) => ApiError::from(error).into_response(head),
     };
     response
@@ -528,7 +535,10 @@ pub async fn upstream_failure(
         None => format!("upstream {what} answered {}", response_status_text(status)),
     };
     let mut error = ApiError::new(status, code, message);
-    if let Some(detail) = upstream_error.and_then(|e| e.get("detail").cloned()) {
+    if let Some(detail) = upstream_error
+        .and_then(|e| e.get("detail").cloned())
+        .filter(|d| !d.is_null())
+    {
         error = error.with_detail(detail);
     }
     error.retry_after = retry_after;

@@ -234,6 +234,19 @@ pub enum Operation {
     },
 }
 
+impl Operation {
+    /// The source repository, for operations on one.
+    pub fn source(&self) -> Option<&Source> {
+        match self {
+            Operation::Base | Operation::Catalog => None,
+            Operation::Manifest { source, .. }
+            | Operation::Blob { source, .. }
+            | Operation::Tags { source, .. }
+            | Operation::Referrers { source, .. } => Some(source),
+        }
+    }
+}
+
 /// A routed request: the operation, and the name as the client wrote it (for `Link` headers).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
