@@ -1,7 +1,8 @@
 //! [`ConfigError`]: why a configuration was refused, naming the file, the key and the fix.
 //!
 //! No variant carries a secret: messages are built from key paths and from parse errors of
-//! non-secret values (see `file::parse`, which redacts quoted values under `password` keys).
+//! non-secret values; `file::parse` drops the quoted value from serde's type errors, since a
+//! secret pasted under the wrong key would otherwise be echoed.
 
 use std::fmt;
 use std::path::PathBuf;

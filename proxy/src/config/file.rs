@@ -250,15 +250,15 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
         let inner = e.inner();
         let line = inner.location().map(|l| l.line());
         let mut message = strip_location(&inner.to_string());
-        if let Some(rest) = message.strip_prefix(&format!("{key}: ")) {
-            message = rest.to_owned();
+        // serde_yaml_ng prefixes the path of the enclosing map; the key path says it better.
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.contains(' ') && key.starts_with(prefix) {
+                message = rest.to_owned();
+            }
         }
-        if key
-            .rsplit('.')
-            .next()
-            .is_some_and(|last| last.contains("password"))
-        {
-            message = redact_quoted(&message);
+        if message.starts_with("invalid type") || message.starts_with("invalid value") {
+            // Never echo a value: it may be a secret pasted under the wrong key.
+            message = format!("{}; change the value to that type", drop_quoted(&message));
         }
         if message.starts_with("unknown field") {
             ConfigError::UnknownKey {
@@ -278,31 +278,34 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Drop serde_yaml_ng's ` at line L column C` suffix: the error carries the line itself.
+/// Drop serde_yaml_ng's ` at line L column C`: the error carries the line itself.
 fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i)
-            if message[i + 9..]
-                .split(' ')
-                .next()
-                .is_some_and(|n| n.parse::<usize>().is_ok()) =>
-        {
-            message[..i].to_owned()
+    let mut out = message.to_owned();
+    if let Some(i) = out.find(" at line ") {
+        let rest = &out[i + " at line ".len()..];
+        let digits = |s: &str| s.chars().take_while(char::is_ascii_digit).count();
+        let line_len = digits(rest);
+        if line_len > 0 {
+            let after_line = &rest[line_len..];
+            let mut end = i + " at line ".len() + line_len;
+            if let Some(col) = after_line.strip_prefix(" column ") {
+                end += " column ".len() + digits(col);
+            }
+            out.replace_range(i..end, "");
         }
-        _ => message.to_owned(),
-    }
-}
-
-/// Replace the content of every `"..."` in a message with `****`.
-fn redact_quoted(message: &str) -> String {
-    let mut out = String::new();
-    for (i, part) in message.split('"').enumerate() {
-        if i > 0 {
-            out.push('"');
-        }
-        out.push_str(if i % 2 == 1 { "****" } else { part });
     }
     out
+}
+
+/// Remove every ` "..."` from a message (serde quotes the offending value).
+fn drop_quoted(message: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in message.split('"').enumerate() {
+        if i % 2 == 0 {
+            out.push_str(part);
+        }
+    }
+    out.replace(" ,", ",").replace("  ", " ")
 }
 
 #[cfg(test)]
@@ -318,11 +321,16 @@ mod tests {
     }
 
     #[test]
-    fn redaction() {
+    fn messages_lose_values_and_locations() {
         assert_eq!(
-            redact_quoted(r#"invalid type: string "hunter2", expected x"#),
-            r#"invalid type: string "****", expected x"#
+            drop_quoted(r#"invalid type: string "hunter2", expected a boolean"#),
+            "invalid type: string, expected a boolean"
         );
+        assert_eq!(
+            strip_location("did not find expected ',' at line 3 column 1, while parsing"),
+            "did not find expected ',', while parsing"
+        );
+        assert_eq!(strip_location("x at line 3"), "x");
     }
 
     #[test]

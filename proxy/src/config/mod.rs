@@ -23,6 +23,7 @@ mod resolve;
 mod table;
 mod values;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 pub use error::{ConfigError, Conflict, Feature};
@@ -60,12 +61,22 @@ pub fn check_command(args: CheckArgs) -> Result<(), Failure> {
         eprintln!("warning: {warning}");
     }
     let rows = routing_table(&loaded.config);
-    if args.json {
+    let text = if args.json {
         let json = serde_json::to_string_pretty(&rows)
             .map_err(|e| Failure::Other(anyhow::anyhow!("cannot print the table as JSON: {e}")))?;
-        println!("{json}");
+        json + "\n"
     } else {
-        print!("{}", render_text(&rows));
+        render_text(&rows)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // A closed pipe (`outpost check | head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Other(
+            anyhow::anyhow!("cannot write the routing table to stdout: {e}"),
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
