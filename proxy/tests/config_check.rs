@@ -1,0 +1,266 @@
+//! `outpost check` run as a user runs it: the built binary, config files on disk, exit codes,
+//! stdout (the routing table) and stderr (warnings, errors).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+fn check(files: &[&Path], json: bool) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+    cmd.arg("check");
+    for file in files {
+        cmd.arg("--config").arg(file);
+    }
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const USER_DATA: &str = r#"#cloud-config
+stylus:
+  site:
+    paletteEndpoint: api.spectrocloud.com
+  registryCredentials:
+    domain: 10.10.254.254:8000/spectro-images
+    username: ubuntu
+    password: c2VjcmV0LXBhc3N3b3Jk
+    encodedPassword: true
+    insecure: true
+  externalRegistries:
+    registries:
+      - domain: registry.example.com
+        username: robot
+        password: hunter2-robot
+        repositoryName: palette-images
+    registryMappingRules:
+      "us-docker.pkg.dev/palette-images": "registry.example.com/palette-images"
+"#;
+
+const VALUES: &str = r#"options:
+  system.uri: quay.io/kairos/core-ubuntu-20-lts-rke2:v1.25.2-rke2r1
+"#;
+
+#[test]
+fn check_prints_the_routing_table_and_warnings_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = write(dir.path(), "user-data", USER_DATA);
+    let values = write(dir.path(), "values.yaml", VALUES);
+    let out = check(&[&user_data, &values], false);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("SOURCE"), "{stdout}");
+    let row = |source: &str| -> &str {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(source))
+            .unwrap_or_else(|| panic!("no row for {source}: {stdout}"))
+    };
+    let rule = row("us-docker.pkg.dev/palette-images");
+    assert!(
+        rule.contains("https://registry.example.com/palette-images"),
+        "{rule}"
+    );
+    assert!(rule.contains("robot ****"), "{rule}");
+    assert!(rule.ends_with("stored"), "{rule}");
+    let docker = row("docker.io");
+    assert!(
+        docker.contains("10.10.254.254:8000/spectro-images/docker.io"),
+        "{docker}"
+    );
+    assert!(docker.contains("ubuntu ****"), "{docker}");
+    assert!(docker.contains("(insecure)"), "{docker}");
+    let infra = row("quay.io/kairos/core-ubuntu-20-lts-rke2");
+    assert!(infra.ends_with("pass-through"), "{infra}");
+    assert!(row("quay.io").ends_with("stored"));
+    assert!(row("*").contains("10.10.254.254:8000/spectro-images/<source>"));
+    // Columns are aligned: every row starts its destination where the header does.
+    let column = lines[0].find("DESTINATION").unwrap();
+    for line in &lines[1..] {
+        assert_eq!(&line[column - 2..column], "  ", "misaligned: {line}");
+        assert_ne!(&line[column..=column], " ", "misaligned: {line}");
+    }
+
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("warning: ") && l.contains("without TLS verification")),
+        "{stderr}"
+    );
+    for secret in ["secret-password", "c2VjcmV0LXBhc3N3b3Jk", "hunter2"] {
+        assert!(!stdout.contains(secret), "`{secret}` on stdout: {stdout}");
+        assert!(!stderr.contains(secret), "`{secret}` on stderr: {stderr}");
+    }
+}
+
+#[test]
+fn check_json_prints_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = write(dir.path(), "user-data", USER_DATA);
+    let values = write(dir.path(), "values.yaml", VALUES);
+    let out = check(&[&user_data, &values], true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let docker = rows
+        .iter()
+        .find(|r| r["source"] == "docker.io")
+        .unwrap_or_else(|| panic!("no docker.io row: {stdout}"));
+    assert_eq!(docker["host"], "10.10.254.254:8000");
+    assert_eq!(docker["prefix"], "spectro-images/docker.io");
+    assert_eq!(docker["scheme"], "http(insecure)");
+    assert_eq!(docker["credentials"], "ubuntu ****");
+    assert_eq!(docker["content"], "stored");
+    let rule = rows
+        .iter()
+        .find(|r| r["source"] == "us-docker.pkg.dev/palette-images")
+        .unwrap();
+    assert_eq!(rule["host"], "registry.example.com");
+    assert_eq!(rule["scheme"], "https");
+    // Same rows, in the same order, as the text table.
+    let text_out = check(&[&user_data, &values], false);
+    let text_sources: Vec<String> = text(&text_out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    let json_sources: Vec<String> = rows
+        .iter()
+        .map(|r| r["source"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text_sources, json_sources);
+    assert!(!stdout.contains("hunter2") && !stdout.contains("secret-password"));
+}
+
+#[test]
+fn direct_routes_without_an_external_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["quay-ca.example.com".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let ca_yaml: String = ca.lines().map(|l| format!("    {l}\n")).collect();
+    let config = write(
+        dir.path(),
+        "values.yaml",
+        &format!(
+            "outpost:\n  localRegistry:\n    enabled: false\noptions:\n  system.uri: quay.io/kairos/core:v1\nproviderCredentials:\n  user: robot\n  password: pw-provider-123\n  certificates: |\n{ca_yaml}"
+        ),
+    );
+    let out = check(&[&config], true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let find = |source: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["source"] == source)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {source}: {stdout}"))
+    };
+    let docker = find("docker.io");
+    assert_eq!(docker["host"], "registry-1.docker.io");
+    assert_eq!(docker["credentials"], "anonymous");
+    assert_eq!(docker["content"], "pass-through", "local registry is off");
+    let quay = find("quay.io");
+    assert_eq!(quay["host"], "quay.io");
+    assert_eq!(quay["credentials"], "robot ****");
+    let cas = quay["extra_cas"].as_array().unwrap();
+    assert_eq!(cas.len(), 1);
+    assert!(
+        cas[0].as_str().unwrap().contains("rcgen self signed cert"),
+        "{cas:?}"
+    );
+    assert_eq!(find("*")["host"], "<source host>");
+    assert!(!stdout.contains("pw-provider-123"));
+}
+
+#[test]
+fn forbidden_configuration_exits_2_naming_both_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = write(dir.path(), "user-data", USER_DATA);
+    let values = write(
+        dir.path(),
+        "values.yaml",
+        "options:\n  system.uri: quay.io/kairos/core:v1\nproviderCredentials:\n  user: robot\n  password: pw-provider-123\n",
+    );
+    let out = check(&[&user_data, &values], false);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no table on error");
+    assert!(
+        stderr
+            .contains("the local registry cannot be used with an authenticated provider registry"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("an authenticated external registry cannot be used with an authenticated provider registry"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "`providerCredentials.user` in {}",
+            values.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "`stylus.registryCredentials.username` in {}",
+            user_data.display()
+        )),
+        "{stderr}"
+    );
+    for secret in ["pw-provider-123", "hunter2", "secret-password"] {
+        assert!(!stderr.contains(secret), "{stderr}");
+    }
+}
+
+#[test]
+fn invalid_configuration_exits_2_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "outpost:\n  cache:\n    tagTTL: 5m\n",
+    );
+    let out = check(&[&bad], false);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{}:3", bad.display())), "{stderr}");
+    assert!(stderr.contains("outpost.cache.tagTTL"), "{stderr}");
+
+    let missing = dir.path().join("missing.yaml");
+    let out = check(&[&missing], false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains(&missing.display().to_string()));
+}
+
+#[test]
+fn check_without_config_runs_on_defaults() {
+    let out = check(&[], false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with("docker.io ")
+            && l.contains("https://registry-1.docker.io")
+            && l.ends_with("stored")),
+        "{stdout}"
+    );
+    assert!(out.stderr.is_empty(), "no warnings: {}", text(&out.stderr));
+}
