@@ -530,6 +530,11 @@ impl Outpost {
         &self.data_dir
     }
 
+    /// The config file outpost was started with (for `outpost containerd-config --config`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
     /// What outpost wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("outpost.log")).unwrap_or_default()
