@@ -114,6 +114,38 @@ fn split_tag_key(key: &[u8]) -> Option<(String, String)> {
 /// The decodable `blobs` records, and the raw keys of those that are not.
 pub(crate) type LoadedBlobs = (Vec<(Digest, BlobRecord)>, Vec<sled::IVec>);
 
+/// Opens sled in `dir`. The caller holds the data dir lock, so when sled reports its own lock as
+/// taken, a `Store` of this process that was just dropped is still releasing it (sled finishes
+/// background writes on its own threads): retry briefly before calling the dir locked.
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    const PATIENCE: Duration = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    loop {
+        let result = sled::Config::new()
+            .path(dir)
+            // The page cache is a ceiling, not an allocation; edge nodes are small.
+            .cache_capacity(64 * 1024 * 1024)
+            .open();
+        match result {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if started.elapsed() > PATIENCE {
+                    return Err(StoreError::Locked {
+                        dir: dir.parent().unwrap_or(dir).to_path_buf(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(StoreError::Index {
+                    dir: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// The open sled database and its trees.
 pub(crate) struct Index {
     dir: PathBuf,
@@ -130,12 +162,7 @@ impl Index {
             dir: dir.to_path_buf(),
             source,
         };
-        let db = sled::Config::new()
-            .path(dir)
-            // The page cache is a ceiling, not an allocation; edge nodes are small.
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(index_error)?;
+        let db = open_db(dir)?;
         match db.get(SCHEMA_VERSION_KEY).map_err(index_error)? {
             None => {
                 db.insert(SCHEMA_VERSION_KEY, &SCHEMA_VERSION.to_be_bytes())

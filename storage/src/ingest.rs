@@ -163,6 +163,14 @@ impl Ingest {
         self.written
     }
 
+    /// A read-only handle on the temp file, for serving the bytes written so far (after a
+    /// `flush`) while the write goes on; read it with positioned reads. The handle stays valid
+    /// after commit (rename) and after the temp file is removed. The reader must not treat the
+    /// bytes as verified before [`Ingest::commit`] succeeds.
+    pub fn reader(&self) -> Result<File, StoreError> {
+        File::open(&self.temp).map_err(|e| StoreError::io("open temp file", &self.temp, e))
+    }
+
     /// Checks size and digest, fsyncs, renames into `blobs/`, fsyncs the directory and indexes
     /// the blob. If the blob is already stored (a concurrent ingest won), returns its info.
     /// On error nothing is stored and the temp file is removed.
