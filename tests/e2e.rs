@@ -466,15 +466,24 @@ fn allowed_matrix_combinations_start() {
     }
 }
 
-/// Scenario 5: pull (ctr, then skopeo: served from the cache), stop the upstream, pull again by
-/// tag and by digest with ctr and skopeo.
-#[test]
-fn cache_and_offline() {
-    let mut upstream = Registry::start(RegistryOptions {
+/// Scenario 5 setup: an htpasswd upstream holding `quay.io/e2e/cached:v1`, outpost in front of
+/// it, and a first pull with ctr then skopeo (both checked against the pushed digests).
+struct Cached {
+    upstream: Registry,
+    image: Image,
+    outpost: Outpost,
+    containerd: Containerd,
+    hosts: std::path::PathBuf,
+}
+
+const CACHED_TAG: &str = "quay.io/e2e/cached:v1";
+
+fn pull_twice_online(seed: u64) -> Cached {
+    let upstream = Registry::start(RegistryOptions {
         htpasswd: basic_auth(),
         tls: false,
     });
-    let image = Image::build(&ImageSpec::small(51));
+    let image = Image::build(&ImageSpec::small(seed));
     upstream.push(&image, "quay.io/e2e/cached", "v1");
     let outpost = Outpost::start(&format!(
         "stylus:\n  registryCredentials:\n    domain: {}\n    username: {USER}\n    password: {PASS}\n    insecure: true\n",
@@ -482,23 +491,57 @@ fn cache_and_offline() {
     ));
     let containerd = Containerd::start();
     let hosts = containerd.mirror_hosts_dir("quay.io", &outpost.url(), None);
-    let by_tag = "quay.io/e2e/cached:v1";
-    let by_digest = format!("quay.io/e2e/cached@{}", image.digest());
-    containerd.pull_ok(&hosts, by_tag, None);
-    assert_eq!(&containerd.image_digest(by_tag), image.digest());
-    let skopeo = SkopeoSource {
-        insecure: true,
-        ..SkopeoSource::default()
-    };
-    let online = skopeo_pull(&format!("{}/{by_tag}", outpost.host()), &skopeo);
+    containerd.pull_ok(&hosts, CACHED_TAG, None);
+    assert_eq!(&containerd.image_digest(CACHED_TAG), image.digest());
+    let online = skopeo_pull(
+        &format!("{}/{CACHED_TAG}", outpost.host()),
+        &SkopeoSource {
+            insecure: true,
+            ..SkopeoSource::default()
+        },
+    );
     assert_eq!(&online.top, image.digest());
+    assert_eq!(online.blobs, expected_single(&image));
+    Cached {
+        upstream,
+        image,
+        outpost,
+        containerd,
+        hosts,
+    }
+}
+
+/// Scenario 5a: ctr then skopeo pull the same image; the upstream sends each blob once (the
+/// cache serves the second client).
+#[test]
+fn cache_serves_the_second_client() {
+    let Cached {
+        upstream, image, ..
+    } = pull_twice_online(51);
     let (gets, bytes) = upstream.blob_gets();
     assert_eq!(
         (gets, bytes),
         (image.blobs.len(), image.blob_bytes()),
         "two clients pulled; the upstream should have sent each blob once (the cache serves the second)"
     );
+}
 
+/// Scenario 5b: after a pull, stop the upstream; ctr and skopeo pull again by tag and by digest.
+#[test]
+fn offline_pulls_by_tag_and_digest() {
+    let Cached {
+        mut upstream,
+        image,
+        outpost,
+        containerd,
+        hosts,
+    } = pull_twice_online(52);
+    let by_tag = CACHED_TAG;
+    let by_digest = format!("quay.io/e2e/cached@{}", image.digest());
+    let skopeo = SkopeoSource {
+        insecure: true,
+        ..SkopeoSource::default()
+    };
     upstream.stop();
     containerd.forget_everything();
     containerd.pull_ok(&hosts, by_tag, None);

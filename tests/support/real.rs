@@ -80,7 +80,6 @@ impl Drop for Guarded {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        let _ = &self.what;
     }
 }
 
@@ -638,6 +637,8 @@ pub struct Containerd {
     // Fields drop in order: the daemon is killed before its dir is removed.
     _process: Option<Guarded>,
     dir: tempfile::TempDir,
+    /// How many hosts dirs [`Containerd::mirror_hosts_dir`] made (each gets its own).
+    hosts_dirs: std::cell::Cell<usize>,
 }
 
 const CTR_NAMESPACE: &str = "outpost-e2e";
@@ -675,6 +676,7 @@ impl Containerd {
         let containerd = Containerd {
             _process: None,
             dir,
+            hosts_dirs: std::cell::Cell::new(0),
         };
         wait_until(&mut process, &log, Duration::from_secs(30), || {
             socket.exists()
@@ -706,7 +708,9 @@ impl Containerd {
         mirror_url: &str,
         ca: Option<&Path>,
     ) -> PathBuf {
-        let hosts = self.dir.path().join(format!("certs.d-{}", self.next_id()));
+        let id = self.hosts_dirs.get() + 1;
+        self.hosts_dirs.set(id);
+        let hosts = self.dir.path().join(format!("certs.d-{id}"));
         let dir = hosts.join(registry_host);
         std::fs::create_dir_all(&dir).unwrap();
         let server = if registry_host == "docker.io" {
@@ -722,12 +726,6 @@ impl Containerd {
         }
         std::fs::write(dir.join("hosts.toml"), toml).unwrap();
         hosts
-    }
-
-    fn next_id(&self) -> usize {
-        std::fs::read_dir(self.dir.path())
-            .map(|d| d.count())
-            .unwrap_or(0)
     }
 
     /// `ctr images pull --hosts-dir DIR --snapshotter native [--platform P] [--user U:P] REF`;
