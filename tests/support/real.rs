@@ -929,8 +929,9 @@ pub fn skopeo_pull(source: &str, options: &SkopeoSource) -> SkopeoPull {
     skopeo_copy(source, options).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// GETs a manifest (Accept: every manifest type) and each blob with curl; returns the manifest
-/// response's body digest and the digests of the blob bodies, asserting 200 for each.
+/// GETs a manifest (Accept: every manifest type) and each blob with curl, asserting 200 and
+/// that each blob body hashes to its digest; HEADs the manifest and checks its
+/// `Docker-Content-Digest` and `Content-Length`. Returns the manifest body's digest.
 pub fn curl_pull(
     base: &str,
     name: &str,
@@ -948,7 +949,25 @@ pub fn curl_pull(
         "GET {base}/v2/{name}/manifests/{reference}: {}",
         manifest.text()
     );
-    let (_, digest) = manifest.body_digest();
+    let (size, digest) = manifest.body_digest();
+    let head = Http::new("HEAD", format!("{base}/v2/{name}/manifests/{reference}"))
+        .header("Accept", crate::image::ACCEPT_MANIFESTS)
+        .ca_file(ca)
+        .send();
+    assert_eq!(
+        head.status, 200,
+        "HEAD {base}/v2/{name}/manifests/{reference}"
+    );
+    assert_eq!(
+        head.header("docker-content-digest"),
+        Some(digest.to_string().as_str()),
+        "HEAD {base}/v2/{name}/manifests/{reference}: Docker-Content-Digest"
+    );
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str()),
+        "HEAD {base}/v2/{name}/manifests/{reference}: Content-Length"
+    );
     for blob in blobs {
         let response = Http::get(format!("{base}/v2/{name}/blobs/{blob}"))
             .ca_file(ca)

@@ -183,11 +183,13 @@ impl Http {
         let mut cmd = Tool::Curl.command();
         cmd.args(["-sS", "--max-time", "600", "-D", "-", "-o"])
             .arg(body.path())
-            .args(["-X", &self.method])
             // no `Expect: 100-continue` round trip (and no 100 block in the headers)
             .args(["-H", "Expect:"]);
         if self.method == "HEAD" {
+            // curl waits for a body after `-X HEAD`; `-I` sends HEAD and reads none
             cmd.arg("-I");
+        } else {
+            cmd.args(["-X", &self.method]);
         }
         for (name, value) in &self.headers {
             cmd.arg("-H").arg(format!("{name}: {value}"));
