@@ -625,3 +625,72 @@ async fn a_256_mib_blob_streams_with_bounded_memory() {
         growth >> 20
     );
 }
+
+/// A CA and server certificate for `127.0.0.1`, and a fake registry serving HTTPS with them.
+async fn tls_fake() -> (FakeRegistry, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = certs::generate(dir.path(), &certs::default_sans(), 30, false).unwrap();
+    let tls =
+        certs::ServerTls::new(&generated.layout.server_cert, &generated.layout.server_key).unwrap();
+    let fake = FakeRegistry::start_tls(tls.server_config()).await;
+    let ca = std::fs::read_to_string(&generated.layout.ca_cert).unwrap();
+    (fake, ca, dir)
+}
+
+#[tokio::test]
+async fn https_upstream_trusted_through_extra_cas_speaks_http2() {
+    let (fake, ca, _dir) = tls_fake().await;
+    let digest = fake.add_blob(REPO, b"over tls".to_vec());
+    let mut t = target(&fake.host(), None);
+    t.tls = TlsPolicy {
+        insecure: false,
+        extra_cas: vec![ca],
+    };
+    let resp = upstream()
+        .send(&t, get(&format!("blobs/{digest}")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(sha256(&body(resp).await), digest);
+    let seen = fake.requests_matching("GET", "/blobs/");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, http::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn https_upstream_with_an_unknown_ca_is_a_tls_error_unless_insecure() {
+    let (fake, _ca, _dir) = tls_fake().await;
+    let digest = fake.add_blob(REPO, b"over tls".to_vec());
+    let mut t = target(&fake.host(), None);
+    t.tls = TlsPolicy::default();
+    let err = upstream()
+        .send(&t, get(&format!("blobs/{digest}")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Tls { .. }), "{err:?}");
+    assert!(err.to_string().contains(&fake.host()), "{err}");
+    assert_eq!(err.status_hint(), StatusCode::BAD_GATEWAY);
+    assert!(fake.requests().is_empty());
+
+    // insecure: HTTPS without verification (the fake only speaks HTTPS, so no fallback here).
+    t.tls.insecure = true;
+    let resp = upstream()
+        .send(&t, get(&format!("blobs/{digest}")))
+        .await
+        .unwrap();
+    assert_eq!(sha256(&body(resp).await), digest);
+}
+
+#[tokio::test]
+async fn an_invalid_extra_ca_is_reported_for_the_host() {
+    let fake = FakeRegistry::start().await;
+    let mut t = target(&fake.host(), None);
+    t.tls = TlsPolicy {
+        insecure: false,
+        extra_cas: vec!["not a certificate".to_owned()],
+    };
+    let err = upstream().send(&t, get("manifests/v1")).await.unwrap_err();
+    assert!(matches!(err, UpstreamError::InvalidCa { .. }), "{err:?}");
+    assert!(err.to_string().contains(&fake.host()), "{err}");
+}

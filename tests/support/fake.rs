@@ -1,7 +1,7 @@
 //! An in-process fake OCI registry (and a fake blob CDN) for black-box tests.
 //!
 //! [`FakeRegistry::start`] binds `127.0.0.1:0` and serves the pull side of the OCI Distribution
-//! API over plain HTTP/1.1 from memory:
+//! API over plain HTTP from memory ([`FakeRegistry::start_tls`]: HTTPS only, with HTTP/2 by ALPN):
 //!
 //! - `GET /v2/`, `GET|HEAD /v2/<name>/manifests/<tag|digest>`, `GET|HEAD /v2/<name>/blobs/<digest>`
 //!   (with `Range`), `GET /v2/<name>/tags/list` (with `n`, `last` and a `Link` header),
@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -45,6 +45,7 @@ use storage::{Algorithm, Digest, Hasher};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -99,6 +100,7 @@ impl Auth {
 /// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
+    pub version: http::Version,
     pub method: Method,
     pub path: String,
     pub query: Option<String>,
@@ -176,6 +178,7 @@ enum Role {
 struct State {
     role: Role,
     addr: Mutex<SocketAddr>,
+    https: AtomicBool,
     repos: Mutex<HashMap<String, Repo>>,
     auth: Mutex<Auth>,
     issued_tokens: Mutex<HashMap<String, Instant>>,
@@ -203,6 +206,7 @@ impl State {
         State {
             role,
             addr: Mutex::new(SocketAddr::from(([127, 0, 0, 1], 0))),
+            https: AtomicBool::new(false),
             repos: Mutex::new(HashMap::new()),
             auth: Mutex::new(Auth::None),
             issued_tokens: Mutex::new(HashMap::new()),
@@ -227,20 +231,23 @@ impl State {
 struct Server {
     state: Arc<State>,
     addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
     accept: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Server {
-    async fn start(state: Arc<State>) -> Server {
+    async fn start(state: Arc<State>, tls: Option<TlsAcceptor>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         *lock(&state.addr) = addr;
-        let accept = tokio::spawn(accept_loop(listener, state.clone()));
+        state.https.store(tls.is_some(), Ordering::SeqCst);
+        let accept = tokio::spawn(accept_loop(listener, state.clone(), tls.clone()));
         Server {
             state,
             addr,
+            tls,
             accept: Mutex::new(Some(accept)),
         }
     }
@@ -267,7 +274,11 @@ impl Server {
                 Err(e) => panic!("cannot rebind {}: {e}", self.addr),
             }
         };
-        *lock(&self.accept) = Some(tokio::spawn(accept_loop(listener, self.state.clone())));
+        *lock(&self.accept) = Some(tokio::spawn(accept_loop(
+            listener,
+            self.state.clone(),
+            self.tls.clone(),
+        )));
     }
 }
 
@@ -281,7 +292,7 @@ impl Drop for Server {
 
 /// Accepts connections until aborted; aborting drops the `JoinSet`, which closes every open
 /// connection too (so a stopped fake really is offline).
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAcceptor>) {
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -289,14 +300,29 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         let state = state.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    // A failed handshake (e.g. a client that does not trust the certificate)
+                    // just closes the connection.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            }
         });
     }
 }
@@ -310,7 +336,19 @@ impl FakeRegistry {
     /// Starts a registry with no content and no auth on `127.0.0.1:<free port>`.
     pub async fn start() -> FakeRegistry {
         FakeRegistry {
-            server: Server::start(Arc::new(State::new(Role::Registry))).await,
+            server: Server::start(Arc::new(State::new(Role::Registry)), None).await,
+        }
+    }
+
+    /// Starts a registry that speaks HTTPS only (HTTP/1.1, and HTTP/2 when the client offers it
+    /// through ALPN and `config` lists `h2`), e.g. with `certs::ServerTls::server_config()`.
+    pub async fn start_tls(config: Arc<tokio_rustls::rustls::ServerConfig>) -> FakeRegistry {
+        FakeRegistry {
+            server: Server::start(
+                Arc::new(State::new(Role::Registry)),
+                Some(TlsAcceptor::from(config)),
+            )
+            .await,
         }
     }
 
@@ -327,9 +365,14 @@ impl FakeRegistry {
         self.server.addr.to_string()
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` for [`FakeRegistry::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr)
+        let scheme = if self.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.server.addr)
     }
 
     /// Stores a blob in `repo`; returns its sha256 digest.
@@ -487,7 +530,7 @@ impl FakeRegistry {
     pub async fn start_cdn(&self) -> FakeCdn {
         let origin = self.server.state.clone();
         FakeCdn {
-            server: Server::start(Arc::new(State::new(Role::Cdn { origin }))).await,
+            server: Server::start(Arc::new(State::new(Role::Cdn { origin })), None).await,
         }
     }
 
@@ -587,7 +630,12 @@ fn realm(state: &State) -> String {
     let host = lock(&state.realm_host)
         .clone()
         .unwrap_or_else(|| lock(&state.addr).to_string());
-    format!("http://{host}/token")
+    let scheme = if state.https.load(Ordering::SeqCst) {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}/token")
 }
 
 fn pseudo_random_block(len: usize, seed: u64) -> Bytes {
@@ -612,6 +660,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<FakeBody>
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     lock(&state.log).push(RecordedRequest {
+        version: req.version(),
         method: method.clone(),
         path: path.clone(),
         query: query.clone(),
