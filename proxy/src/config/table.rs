@@ -169,8 +169,8 @@ fn row(config: &Config, source: &str, destination: Destination<'_>) -> RouteRow 
     }
 }
 
-/// One row per upstream: mapping rules, infrastructure images, the default registry, the provider
-/// registry, then `*` (every other source).
+/// One row per upstream: mapping rules, infrastructure images, `docker.io`, the default registry,
+/// the provider registry, then `*` (every other source).
 pub fn routing_table(config: &Config) -> Vec<RouteRow> {
     let mut sources: Vec<String> = Vec::new();
     let mut add = |s: &str| {
@@ -184,6 +184,7 @@ pub fn routing_table(config: &Config) -> Vec<RouteRow> {
     for pattern in &config.infrastructure_images {
         add(pattern.trim_end_matches('*').trim_end_matches('/'));
     }
+    add("docker.io");
     add(&config.default_registry);
     if let Some(registry) = &config.provider.registry {
         add(registry);
