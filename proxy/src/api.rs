@@ -190,10 +190,7 @@ async fn manifest(
 ) -> Result<Response<Body>, ApiError> {
     let accept = manifest_accept(headers);
     if let Some(cache) = &app.cache {
-        return cache
-            .manifest(app, source, reference, accept, head)
-            .await
-            .map(|m| m.response(head));
+        return cache.manifest(app, source, reference, accept, head).await;
     }
     let target = translate(&app.config, source);
     fetch_manifest(app, &target, reference, accept)
@@ -525,7 +522,7 @@ pub async fn upstream_failure(
         StatusCode::TOO_MANY_REQUESTS => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => (StatusCode::FORBIDDEN, "DENIED"),
         s if s.is_client_error() => (s, "UNKNOWN"),
-        _ => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+        _ => (StatusCode::BAD_GATEWAY, crate::error::UNAVAILABLE),
     };
     let message = match upstream_message {
         Some(m) => format!(
@@ -541,7 +538,9 @@ pub async fn upstream_failure(
     {
         error = error.with_detail(detail);
     }
-    error.retry_after = retry_after;
+    if let Some(retry_after) = retry_after {
+        error.headers.push((header::RETRY_AFTER, retry_after));
+    }
     error
 }
 

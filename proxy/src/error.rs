@@ -4,11 +4,15 @@
 //! upstream host or the offending input, never a credential.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::api::Body;
 use crate::route::RouteError;
 use crate::upstream::UpstreamError;
+
+/// The code of errors where the upstream was not reachable or failed. (Not an OCI code: the spec
+/// lets registries add their own.)
+pub const UNAVAILABLE: &str = "UNAVAILABLE";
 
 /// An error answered to the client.
 #[derive(Debug, Clone)]
@@ -17,9 +21,9 @@ pub struct ApiError {
     /// OCI error code, e.g. `MANIFEST_UNKNOWN`.
     pub code: &'static str,
     pub message: String,
-    pub detail: Option<serde_json::Value>,
-    /// `Retry-After` for 429 and 503.
-    pub retry_after: Option<HeaderValue>,
+    pub detail: Option<Box<serde_json::Value>>,
+    /// Headers that go with the error: `Retry-After` for 429, `Content-Range` for 416.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -29,24 +33,30 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
-            retry_after: None,
+            headers: Vec::new(),
         }
     }
 
     pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
-        self.detail = Some(detail);
+        self.detail = Some(Box::new(detail));
         self
     }
 
     pub fn bad_gateway(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", message)
+        ApiError::new(StatusCode::BAD_GATEWAY, UNAVAILABLE, message)
+    }
+
+    /// The upstream could not be reached, timed out or failed (5xx): the cases where a stored
+    /// answer is served instead (stale-if-error).
+    pub fn is_unavailable(&self) -> bool {
+        self.code == UNAVAILABLE
     }
 
     /// The JSON body.
     pub fn body(&self) -> Bytes {
         let mut error = serde_json::json!({ "code": self.code, "message": self.message });
         if let Some(detail) = &self.detail {
-            error["detail"] = detail.clone();
+            error["detail"] = (**detail).clone();
         }
         Bytes::from(serde_json::json!({ "errors": [error] }).to_string())
     }
@@ -57,8 +67,8 @@ impl ApiError {
             .status(self.status)
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::CONTENT_LENGTH, body.len());
-        if let Some(retry_after) = self.retry_after {
-            response = response.header(header::RETRY_AFTER, retry_after);
+        for (name, value) in self.headers {
+            response = response.header(name, value);
         }
         let body = if head {
             crate::api::empty()

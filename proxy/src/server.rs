@@ -26,6 +26,7 @@ use tower::ServiceBuilder;
 
 use crate::access_log;
 use crate::api::{self, App, Body};
+use crate::cache::Cache;
 use crate::cli::{Failure, LogFormat, ServeArgs};
 use crate::config::{Config, TlsFiles};
 use crate::route::Registry;
@@ -129,7 +130,7 @@ impl Drop for Running {
 
 /// Builds the app from the configuration, binds `config.listen` and serves in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let app = Arc::new(build_app(config)?);
+    let app = Arc::new(build_app(config).await?);
     let listener = TcpListener::bind(app.config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.listen))?;
@@ -147,7 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-fn build_app(config: Config) -> anyhow::Result<App> {
+async fn build_app(config: Config) -> anyhow::Result<App> {
     let default_registry = Registry::parse(&config.default_registry).ok_or_else(|| {
         anyhow::anyhow!(
             "outpost.defaultRegistry {:?} is not a registry host",
@@ -155,11 +156,17 @@ fn build_app(config: Config) -> anyhow::Result<App> {
         )
     })?;
     let upstream = Upstream::new(&config.upstream)?;
+    // With the local registry disabled no store is opened at all: a pure streaming proxy.
+    let cache = if config.local_registry {
+        Some(Cache::open(&config).await?)
+    } else {
+        None
+    };
     Ok(App {
         config: Arc::new(config),
         default_registry,
         upstream,
-        cache: None,
+        cache,
     })
 }
 

@@ -163,12 +163,14 @@ impl Ingest {
         self.written
     }
 
-    /// A read-only handle on the temp file, for serving the bytes written so far (after a
-    /// `flush`) while the write goes on; read it with positioned reads. The handle stays valid
-    /// after commit (rename) and after the temp file is removed. The reader must not treat the
-    /// bytes as verified before [`Ingest::commit`] succeeds.
+    /// A read handle on the temp file, for streaming the bytes to clients while they arrive
+    /// (single-flight followers). It sees what was written and flushed ([`Write::flush`]); it
+    /// stays readable after commit (the rename keeps the inode) and after a failed commit, so
+    /// whoever streams from it must itself end its clients' bodies with an error when the
+    /// commit fails. These bytes are unverified until [`Ingest::commit`] succeeds.
     pub fn reader(&self) -> Result<File, StoreError> {
-        File::open(&self.temp).map_err(|e| StoreError::io("open temp file", &self.temp, e))
+        File::open(&self.temp)
+            .map_err(|e| StoreError::io("open temp file for reading", &self.temp, e))
     }
 
     /// Checks size and digest, fsyncs, renames into `blobs/`, fsyncs the directory and indexes
