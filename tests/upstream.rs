@@ -694,3 +694,91 @@ async fn an_invalid_extra_ca_is_reported_for_the_host() {
     assert!(matches!(err, UpstreamError::InvalidCa { .. }), "{err:?}");
     assert!(err.to_string().contains(&fake.host()), "{err}");
 }
+
+// ---- the fake's fault switches, seen through the client ----
+
+#[tokio::test]
+async fn fake_corrupts_stalls_and_throttles_blob_bodies() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+
+    // Corrupted: same length and Docker-Content-Digest, different bytes.
+    let fake = FakeRegistry::start().await;
+    let digest = fake.add_blob(REPO, data.clone());
+    fake.corrupt_blob(&digest);
+    let up = upstream();
+    let t = target(&fake.host(), None);
+    let resp = up.send(&t, get(&format!("blobs/{digest}"))).await.unwrap();
+    assert_eq!(
+        resp.headers()["docker-content-digest"],
+        digest.to_string().as_str()
+    );
+    let bytes = body(resp).await;
+    assert_eq!(bytes.len(), data.len());
+    assert_ne!(sha256(&bytes), digest);
+
+    // Stalled after 100 000 bytes until released.
+    let fake = FakeRegistry::start().await;
+    let digest = fake.add_blob(REPO, data.clone());
+    fake.stall_blobs_after(100_000);
+    let t = target(&fake.host(), None);
+    let resp = up.send(&t, get(&format!("blobs/{digest}"))).await.unwrap();
+    let mut stream = resp.into_body();
+    let mut received = Vec::new();
+    while received.len() < 100_000 {
+        let frame = stream.frame().await.unwrap().unwrap();
+        received.extend_from_slice(&frame.into_data().unwrap());
+    }
+    assert_eq!(received.len(), 100_000);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), stream.frame())
+            .await
+            .is_err(),
+        "the body went on while stalled"
+    );
+    assert_eq!(fake.blob_bytes_sent(), 100_000);
+    fake.release_blobs();
+    while let Some(frame) = stream.frame().await {
+        received.extend_from_slice(&frame.unwrap().into_data().unwrap());
+    }
+    assert_eq!(sha256(&received), digest);
+    assert_eq!(fake.blob_bytes_sent(), 300_000);
+
+    // Throttled to 1 MB/s: 300 000 bytes take about 0.3 s.
+    let fake = FakeRegistry::start().await;
+    let digest = fake.add_blob(REPO, data.clone());
+    fake.throttle_blobs(Some(1_000_000));
+    let t = target(&fake.host(), None);
+    let started = std::time::Instant::now();
+    let resp = up.send(&t, get(&format!("blobs/{digest}"))).await.unwrap();
+    assert_eq!(sha256(&body(resp).await), digest);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn fake_blob_head_and_unknown_blob() {
+    let fake = FakeRegistry::start().await;
+    let digest = fake.add_blob(REPO, vec![0u8; 1234]);
+    let up = upstream();
+    let t = target(&fake.host(), None);
+    let mut req = get(&format!("blobs/{digest}"));
+    req.method = Method::HEAD;
+    let resp = up.send(&t, req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_LENGTH], "1234");
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "application/octet-stream"
+    );
+    assert_eq!(
+        resp.headers()["docker-content-digest"],
+        digest.to_string().as_str()
+    );
+    assert!(body(resp).await.is_empty());
+    assert_eq!(fake.blob_bytes_sent(), 0);
+
+    let unknown = sha256(b"nothing");
+    let resp = up.send(&t, get(&format!("blobs/{unknown}"))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let json: serde_json::Value = serde_json::from_slice(&body(resp).await).unwrap();
+    assert_eq!(json["errors"][0]["code"], "BLOB_UNKNOWN");
+}
