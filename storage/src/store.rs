@@ -427,3 +427,19 @@ impl Seek for Blob {
         self.file.seek(pos)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proxy moves these into blocking tasks and shares the store between them.
+    #[test]
+    fn handles_can_cross_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<Store>();
+        send::<Blob>();
+        send::<Lease>();
+        send::<crate::Ingest>();
+    }
+}

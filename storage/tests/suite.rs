@@ -210,6 +210,32 @@ fn dropped_ingest_leaves_no_temp_file(open: Open) {
     assert_eq!(store.stat(&digest), None);
 }
 
+fn an_ingest_can_be_read_while_it_is_written(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let bytes = random_bytes(200_000);
+    let digest = sha256(&bytes);
+    let mut ingest = store.ingest(&digest, Some(bytes.len() as u64)).unwrap();
+    let mut reader = ingest.reader().unwrap();
+
+    ingest.write_all(&bytes[..50_000]).unwrap();
+    ingest.flush().unwrap();
+    let mut seen = Vec::new();
+    reader.read_to_end(&mut seen).unwrap();
+    assert_eq!(seen, &bytes[..50_000]);
+    assert_eq!(
+        store.stat(&digest),
+        None,
+        "an ingest in progress is not stored"
+    );
+
+    ingest.write_all(&bytes[50_000..]).unwrap();
+    ingest.commit(None).unwrap();
+    // The handle follows the file into blobs/.
+    reader.read_to_end(&mut seen).unwrap();
+    assert_eq!(seen, bytes);
+}
+
 fn concurrent_ingests_of_one_digest_all_succeed(open: Open) {
     const WRITERS: usize = 8;
     const READERS: usize = 4;
@@ -682,6 +708,10 @@ macro_rules! store_suite {
             #[test]
             fn dropped_ingest_leaves_no_temp_file() {
                 super::dropped_ingest_leaves_no_temp_file(OPEN)
+            }
+            #[test]
+            fn an_ingest_can_be_read_while_it_is_written() {
+                super::an_ingest_can_be_read_while_it_is_written(OPEN)
             }
             #[test]
             fn concurrent_ingests_of_one_digest_all_succeed() {
