@@ -633,3 +633,22 @@ fn default_config_matches_no_files() {
     let loaded = load_ok(&[]).config;
     assert_eq!(format!("{defaults:?}"), format!("{loaded:?}"));
 }
+
+#[test]
+fn an_empty_domain_is_no_registry_unless_it_has_credentials() {
+    let files = Files::new();
+    let c = load_ok(&[files.write(
+        "user-data",
+        "stylus:\n  registryCredentials:\n    domain: \"\"\n    insecure: false\n  externalRegistries:\n    registries:\n      - domain:\n",
+    )])
+    .config;
+    assert!(c.registry_credentials.is_none() && c.external_registries.is_empty());
+    let path = files.write(
+        "creds.yaml",
+        "stylus:\n  registryCredentials:\n    domain: \"\"\n    username: u\n    password: p\n",
+    );
+    let msg = load_err(std::slice::from_ref(&path));
+    assert!(msg.contains("stylus.registryCredentials.domain"), "{msg}");
+    assert!(msg.contains("missing"), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}

@@ -101,6 +101,8 @@ pub struct StylusSection {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySection {
+    /// An empty string counts as not set (Palette templates leave `domain: ""`).
+    #[serde(default, deserialize_with = "optional_domain")]
     pub domain: Option<Domain>,
     pub username: Option<String>,
     pub password: Option<RawSecret>,
@@ -123,6 +125,27 @@ impl RegistrySection {
 pub struct ExternalRegistriesSection {
     pub registries: Option<Vec<RegistrySection>>,
     pub registry_mapping_rules: Option<MappingRules>,
+}
+
+/// `domain`, where an empty string or null means "not set".
+fn optional_domain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Domain>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = Option<Domain>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a registry domain `host[:port][/path]`")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if v.trim().is_empty() {
+                return Ok(None);
+            }
+            v.parse().map(Some).map_err(E::custom)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_str(V)
 }
 
 /// `registryMappingRules`: source → target, in file order.

@@ -53,10 +53,13 @@ fn external_registry(
     };
     let Some(domain) = &section.domain else {
         if section.authenticated() || section.repository_name.is_some() {
-            return Err(value_error(
-                "domain",
-                "missing: a registry with credentials or a repositoryName needs `domain: host[:port][/path]`".to_owned(),
-            ));
+            // Named after the file holding the section, since no file set `domain`.
+            return Err(ConfigError::Value {
+                file: file_of("").unwrap_or_default(),
+                key: format!("{key}.domain"),
+                line: None,
+                problem: "missing: a registry with credentials or a repositoryName needs `domain: host[:port][/path]`".to_owned(),
+            });
         }
         return Ok(None);
     };
