@@ -67,6 +67,9 @@ fn stored_files(dir: &Path) -> Vec<String> {
     found
 }
 
+/// The harness alone, without outpost: images pushed into docker-registry (plain with htpasswd,
+/// and TLS) come back with the same digests through skopeo, curl and ctr, and the access log
+/// counts the blob GETs.
 #[test]
 fn harness_self_check() {
     // plain HTTP with htpasswd, and TLS without auth
@@ -371,8 +374,22 @@ fn provider_registry_with_credentials_stores_nothing() {
     assert_eq!(&via_curl, image.digest());
     assert_upstream_saw(&provider, "kairos/core-provider");
 
-    // nothing of the image is stored: no file named after, or holding, a pushed blob
-    let pushed = expected_single(&image);
+    // an image from the same registry that is not the provider image (and so not an
+    // infrastructure image) passes too
+    let other = Image::build(&ImageSpec::small(32));
+    provider.push(&other, "apps/web", "v1");
+    let via_curl = curl_pull(
+        &outpost.url(),
+        &format!("{}/apps/web", provider.host()),
+        "v1",
+        &other.blob_digests(),
+        None,
+    );
+    assert_eq!(&via_curl, other.digest());
+
+    // nothing is stored: no file named after, or holding, a pushed manifest or blob
+    let mut pushed = expected_single(&image);
+    pushed.extend(expected_single(&other));
     for file in stored_files(outpost.data_dir()) {
         let (_, digest) = outpost_tests::image::file_digest(Path::new(&file));
         assert!(
