@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# run.sh -- outpost's benchmark: outpost against nginx, the upstream itself and Docker
+# Distribution's proxy mode (the peer), side by side in one run, on 127.0.0.1 only.
+#
+# Usage: bash bench/run.sh [RESULTS.md]        (default: bench/results-<UTC date>.md)
+# Needs root for apt-get and containerd. See BENCHMARKS.md for what each case measures.
+#
+# Env knobs (defaults in brackets; the quick mode is RUNS=2 BIG=256M MID=64M WRK_SECS=3):
+#   RUNS [5]          timed runs per case (hyperfine --runs; 20-client case: runs of outpost)
+#   PEER_FANOUT_RUNS [1]  runs of the 20-client case through the peer (~13 s each)
+#   BIG [1G]          layer size for the warm/cold GET and the skopeo/ctr pulls
+#   MID [256M]        blob size of the concurrent-clients case
+#   CLIENTS [20]      concurrent clients
+#   WRK_SECS [10]     seconds per manifest load run; WRK_CONNS [16] connections
+#   STARTUP_BLOBS [10000]  blobs in the data dir of the start-up case
+#   SKIP_CTR=1 / SKIP_SKOPEO=1  leave out the end-to-end pulls
+#   UP_PORT [5400] OUTPOST_PORT [5401] PEER_PORT [5402] NGINX_PORT [5403]
+#   BENCH_STATE [a new /tmp/outpost-bench.XXXXXX]  state dir (removed at the end unless KEEP=1)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+export RUNS=${RUNS:-5} PEER_FANOUT_RUNS=${PEER_FANOUT_RUNS:-1} BIG=${BIG:-1G} MID=${MID:-256M}
+export CLIENTS=${CLIENTS:-20} WRK_SECS=${WRK_SECS:-10} WRK_CONNS=${WRK_CONNS:-16}
+export STARTUP_BLOBS=${STARTUP_BLOBS:-10000}
+export UP_PORT=${UP_PORT:-5400} OUTPOST_PORT=${OUTPOST_PORT:-5401} PEER_PORT=${PEER_PORT:-5402}
+export NGINX_PORT=${NGINX_PORT:-5403}
+export BENCH_STATE=${BENCH_STATE:-$(mktemp -d /tmp/outpost-bench.XXXXXX)}
+RESULTS=${1:-$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).md}
+S=$BENCH_STATE
+mkdir -p "$S"
+# shellcheck source=ctl.sh
+. "$BENCH_DIR/ctl.sh"
+CTL="bash $BENCH_DIR/ctl.sh"
+KV=$S/results.kv
+: >"$KV"
+
+cleanup() {
+  set +e
+  stop_all
+  if [ "${KEEP:-0}" = 1 ]; then log "kept $S"; else rm -rf "$S"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools, build
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$S/apt.log" 2>&1 \
+    || { tail -20 "$S/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
+}
+ensure_pkgs docker-registry nginx-light wrk apache2-utils hyperfine skopeo containerd curl python3
+
+log "building outpost (release)"
+(cd "$REPO" && cargo build --release -q -p proxy --bin outpost) || die "cargo build --release -p proxy --bin outpost failed"
+TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export OUTPOST_BIN=$TARGET_DIR/release/outpost
+
+# ---------------------------------------------------------------- helpers
+kv() { echo "$*" >>"$KV"; }
+# hf NAME HYPERFINE-ARGS...: run hyperfine, keep its JSON, record "NAME median min max mean".
+hf() {
+  local name=$1; shift
+  hyperfine --style none --export-json "$S/hf-$name.json" "$@" >"$S/hf-$name.txt" 2>&1 \
+    || { cat "$S/hf-$name.txt" >&2; die "hyperfine $name failed"; }
+  python3 - "$S/hf-$name.json" "$name" >>"$KV" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+print(sys.argv[2], "%.4f %.4f %.4f %.4f" % (r["median"], r["min"], r["max"], r["mean"]))
+PY
+}
+UPLOG=$S/upstream/access.log
+up_lines() { wc -l <"$UPLOG"; }
+# up_quiet: wait until the upstream has neither logged a request nor written a byte for 2 s
+# (a request is logged only when it completes, so the log alone is not enough).
+up_quiet() {
+  local pid a b; pid=$(cat "$S/upstream/pid")
+  a="$(stat -c %s "$UPLOG") $(awk '/^wchar/{print $2}' "/proc/$pid/io")"
+  while sleep 2; b="$(stat -c %s "$UPLOG") $(awk '/^wchar/{print $2}' "/proc/$pid/io")"; [ "$a" != "$b" ]; do a=$b; done
+}
+# up_blob MARK DIGEST: "GETs bytes" of that blob the upstream served after line MARK.
+up_blob() {
+  tail -n +"$(($1 + 1))" "$UPLOG" | awk -v d="$2" '$6=="\"GET" && index($7, "/blobs/" d) {n++; s+=$10} END{printf "%d %.0f\n", n, s}'
+}
+# up_reqs MARK: requests the upstream logged after line MARK.
+up_reqs() { tail -n +"$(($1 + 1))" "$UPLOG" | grep -c '"[A-Z]* /v2/' || true; }
+status_kb() { awk -v k="$2:" '$1==k{print $2}' "/proc/$1/status"; }
+opid() { cat "$S/outpost/pid"; }
+ppid_() { cat "$S/peer/pid"; }
+sha_of() { sha256sum | awk '{print "sha256:"$1}'; }
+
+# ---------------------------------------------------------------- servers and images
+cat >"$S/outpost.yaml" <<YAML
+# The bench's outpost: requests without a registry host go to the upstream on loopback
+# (loopback hosts are insecure registries: plain HTTP).
+outpost:
+  listen: 127.0.0.1:$OUTPOST_PORT
+  dataDir: $S/outpost/data
+  defaultRegistry: 127.0.0.1:$UP_PORT
+YAML
+"$OUTPOST_BIN" check --config "$S/outpost.yaml" >"$S/outpost-check.txt" 2>&1 \
+  || { cat "$S/outpost-check.txt" >&2; die "outpost check refused $S/outpost.yaml"; }
+
+log "starting the upstream on 127.0.0.1:$UP_PORT and pushing images ($BIG, $MID, 4K)"
+upstream_start
+read -r BIGM BIGL BIGSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/big:1 "$BIG" --workdir "$S")
+read -r MIDM MIDL MIDSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/mid:1 "$MID" --workdir "$S")
+read -r SMALLM _ _ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/small:1 4K --workdir "$S")
+kv big_size "$BIGSZ"; kv mid_size "$MIDSZ"; kv big_layer "$BIGL"; kv mid_layer "$MIDL"; kv small_manifest "$SMALLM"
+UP=http://127.0.0.1:$UP_PORT OP=http://127.0.0.1:$OUTPOST_PORT PE=http://127.0.0.1:$PEER_PORT
+BIGP=/v2/bench/big/blobs/$BIGL MIDP=/v2/bench/mid/blobs/$MIDL
+BLOBFILE=$S/upstream/data/docker/registry/v2/blobs/sha256/${BIGL:7:2}/${BIGL:7}/data
+[ -f "$BLOBFILE" ] || die "the upstream's blob file is not where Distribution 2.8 keeps it: $BLOBFILE"
+cat "$BLOBFILE" >/dev/null # page cache
+
+# ---------------------------------------------------------------- idle RSS right after start
+log "idle RSS after start"
+$CTL outpost-cold; sleep 2
+kv rss_idle_outpost "$(status_kb "$(opid)" VmHWM)"
+$CTL peer-cold; sleep 2
+kv rss_idle_peer "$(status_kb "$(ppid_)" VmHWM)"
+
+# ---------------------------------------------------------------- cold 1 GiB GET
+log "cold $BIG GET: direct, outpost (cold), peer (cold)"
+hf cold_direct --runs "$RUNS" --warmup 1 "curl -sf -o /dev/null $UP$BIGP"
+M=$(up_lines)
+hf cold_outpost --runs "$RUNS" --prepare "$CTL outpost-cold" "curl -sf -o /dev/null $OP$BIGP"
+up_quiet; kv cold_outpost_upstream_per_run "$(up_blob "$M" "$BIGL")"
+hf cold_peer --runs "$RUNS" --prepare "$CTL peer-cold" "curl -sf -o /dev/null $PE$BIGP"
+# upstream traffic and body digest of ONE cold GET, counted after the upstream went quiet
+for who in outpost peer; do
+  $CTL "$who-cold"; up_quiet; M=$(up_lines)
+  url=$OP; [ $who = peer ] && url=$PE
+  got=$(curl -sf "$url$BIGP" | sha_of)
+  up_quiet
+  kv "cold_${who}_one_get" "$(up_blob "$M" "$BIGL")"
+  kv "cold_${who}_digest_ok" "$([ "$got" = "$BIGL" ] && echo 1 || echo 0)"
+done
+
+# ---------------------------------------------------------------- warm 1 GiB GET vs nginx
+log "warm $BIG GET: outpost, nginx, peer"
+# outpost and the peer hold the blob since the single cold GET above
+up_quiet; M=$(up_lines)
+hf warm_outpost --runs "$RUNS" --warmup 1 "curl -sf -o /dev/null $OP$BIGP"
+kv warm_outpost_upstream_reqs "$(up_reqs "$M")"
+kv rss_after_warm_outpost "$(status_kb "$(opid)" VmHWM)"
+hf warm_peer --runs "$RUNS" --warmup 1 "curl -sf -o /dev/null $PE$BIGP"
+mkdir -p "$S/nginx-root"; ln -f "$BLOBFILE" "$S/nginx-root/big.bin"
+nginx_start
+hf warm_nginx --runs "$RUNS" --warmup 1 "curl -sf -o /dev/null http://127.0.0.1:$NGINX_PORT/big.bin"
+$CTL nginx-stop
+hf cat_file --runs "$RUNS" --warmup 1 "cat $BLOBFILE"
+got=$(curl -sf "$OP$BIGP" | sha_of); kv warm_outpost_digest_ok "$([ "$got" = "$BIGL" ] && echo 1 || echo 0)"
+
+# ---------------------------------------------------------------- cached manifest under load
+log "cached manifest: wrk (GET) and ab -i -k (HEAD), $WRK_CONNS connections, ${WRK_SECS}s each"
+ACC='Accept: application/vnd.oci.image.manifest.v1+json'
+# load NAME METHOD URL: req/s, p50, p99 (ms), non-2xx, upstream requests during the run
+load() {
+  local name=$1 method=$2 url=$3 m o rps p50 p99 bad
+  up_quiet; m=$(up_lines)
+  if [ "$method" = HEAD ]; then # wrk 4.1 waits for a body after a HEAD's Content-Length: 0 req/s
+    o=$(ab -i -k -c "$WRK_CONNS" -t "$WRK_SECS" -n 100000000 -H "$ACC" "$url" 2>&1)
+    rps=$(awk '/Requests per second/{print $4}' <<<"$o")
+    p50=$(awk '$1=="50%"{print $2}' <<<"$o"); p99=$(awk '$1=="99%"{print $2}' <<<"$o")
+    bad=$(awk '/Non-2xx/{print $3}' <<<"$o")
+  else
+    o=$(wrk -t2 -c"$WRK_CONNS" -d"${WRK_SECS}s" --latency -H "$ACC" "$url" 2>&1)
+    rps=$(awk '/Requests\/sec/{print $2}' <<<"$o")
+    p50=$(awk '$1=="50%"{print $2}' <<<"$o" | python3 -c 'import sys; v=sys.stdin.read().strip(); u={"us":1e-3,"ms":1,"s":1e3}; n=v.rstrip("usm"); print(round(float(n)*u[v[len(n):]],3))')
+    p99=$(awk '$1=="99%"{print $2}' <<<"$o" | python3 -c 'import sys; v=sys.stdin.read().strip(); u={"us":1e-3,"ms":1,"s":1e3}; n=v.rstrip("usm"); print(round(float(n)*u[v[len(n):]],3))')
+    bad=$(awk '/Non-2xx/{print $NF}' <<<"$o")
+  fi
+  echo "$o" >"$S/load-$name.txt"
+  up_quiet
+  kv "load_$name" "${rps:-0} ${p50:-0} ${p99:-0} ${bad:-0} $(up_reqs "$m")"
+}
+for who in outpost peer; do
+  url=$OP; [ $who = peer ] && url=$PE
+  # prime: the first request of each fetches from the upstream; the load runs must not
+  curl -sf -o /dev/null -H "$ACC" "$url/v2/bench/small/manifests/1" || die "$who: GET manifest by tag failed"
+  curl -sf -o /dev/null -H "$ACC" "$url/v2/bench/small/manifests/$SMALLM" || die "$who: GET manifest by digest failed"
+  [ "$(curl -sf -I -H "$ACC" "$url/v2/bench/small/manifests/1" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')" = "$SMALLM" ] \
+    || die "$who: HEAD manifest by tag does not name $SMALLM"
+  load "${who}_tag_GET" GET "$url/v2/bench/small/manifests/1"
+  load "${who}_tag_HEAD" HEAD "$url/v2/bench/small/manifests/1"
+  load "${who}_digest_GET" GET "$url/v2/bench/small/manifests/$SMALLM"
+  load "${who}_digest_HEAD" HEAD "$url/v2/bench/small/manifests/$SMALLM"
+done
+load upstream_tag_GET GET "$UP/v2/bench/small/manifests/1"
+load upstream_digest_GET GET "$UP/v2/bench/small/manifests/$SMALLM"
+kv rss_after_load_outpost "$(status_kb "$(opid)" VmHWM)"
+kv rss_after_load_peer "$(status_kb "$(ppid_)" VmHWM)"
+
+# ---------------------------------------------------------------- CLIENTS on one uncached blob
+log "$CLIENTS concurrent clients on one uncached $MID blob"
+hf one_cold_outpost --runs "$RUNS" --prepare "$CTL outpost-cold" "curl -sf -o /dev/null $OP$MIDP"
+# fanout WHO RUN: fresh server (empty cache), CLIENTS curls at once, each body hashed
+fanout() {
+  local who=$1 run=$2 url=$OP pid t0 t1 ok i
+  [ "$who" = peer ] && url=$PE
+  $CTL "$who-cold"; up_quiet
+  local m; m=$(up_lines)
+  rm -f "$S"/fan-*.sum
+  t0=$(date +%s.%N)
+  local pids=()
+  for i in $(seq "$CLIENTS"); do
+    ( curl -sf "$url$MIDP" | sha_of >"$S/fan-$i.sum" ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}" || true # (plain `wait` would also wait for the servers started here)
+  t1=$(date +%s.%N)
+  pid=$(cat "$S/$who/pid")
+  local hwm; hwm=$(status_kb "$pid" VmHWM)
+  up_quiet
+  ok=$(cat "$S"/fan-*.sum | grep -c "^$MIDL\$" || true)
+  kv "fanout_${who}_$run" "$(python3 -c "print(round($t1-$t0,3))") $ok $(up_blob "$m" "$MIDL") $hwm"
+}
+for r in $(seq "$RUNS"); do fanout outpost "$r"; done
+for r in $(seq "$PEER_FANOUT_RUNS"); do fanout peer "$r"; done
+
+# ---------------------------------------------------------------- end-to-end pulls
+ref=127.0.0.1:$UP_PORT/bench/big:1
+if [ "${SKIP_SKOPEO:-0}" != 1 ]; then
+  log "skopeo copy: direct, outpost cold/warm, peer cold/warm"
+  SK="skopeo copy -q --src-tls-verify=false --dest-compress=false"
+  dst=$S/skopeo-dst
+  hf skopeo_direct --runs "$RUNS" --prepare "rm -rf $dst" "$SK docker://127.0.0.1:$UP_PORT/bench/big:1 dir:$dst"
+  M=$(up_lines)
+  hf skopeo_outpost_cold --runs "$RUNS" --prepare "rm -rf $dst; $CTL outpost-cold" "$SK docker://127.0.0.1:$OUTPOST_PORT/bench/big:1 dir:$dst"
+  up_quiet; kv skopeo_outpost_cold_upstream "$(up_blob "$M" "$BIGL")"
+  M=$(up_lines)
+  hf skopeo_outpost_warm --runs "$RUNS" --prepare "rm -rf $dst" "$SK docker://127.0.0.1:$OUTPOST_PORT/bench/big:1 dir:$dst"
+  up_quiet; kv skopeo_outpost_warm_upstream "$(up_blob "$M" "$BIGL")"
+  hf skopeo_peer_cold --runs "$RUNS" --prepare "rm -rf $dst; $CTL peer-cold" "$SK docker://127.0.0.1:$PEER_PORT/bench/big:1 dir:$dst"
+  hf skopeo_peer_warm --runs "$RUNS" --prepare "rm -rf $dst" "$SK docker://127.0.0.1:$PEER_PORT/bench/big:1 dir:$dst"
+  [ "$(sha256sum "$dst/${BIGL:7}" | awk '{print "sha256:"$1}')" = "$BIGL" ] || die "skopeo: the copied layer has the wrong digest"
+  rm -rf "$dst"
+fi
+if [ "${SKIP_CTR:-0}" != 1 ]; then
+  log "ctr content fetch: direct, outpost cold/warm, peer cold/warm"
+  # one hosts dir per target; `server` is a closed port so a failing mirror fails the pull
+  # instead of silently falling back to the upstream
+  for t in direct:$UP_PORT outpost:$OUTPOST_PORT peer:$PEER_PORT; do
+    mkdir -p "$S/hosts-${t%%:*}/127.0.0.1:$UP_PORT"
+    printf 'server = "http://127.0.0.1:1"\n\n[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' "${t#*:}" \
+      >"$S/hosts-${t%%:*}/127.0.0.1:$UP_PORT/hosts.toml"
+  done
+  containerd_start
+  CTR="ctr --address $CTRD/containerd.sock --namespace bench content fetch"
+  hf ctr_direct --runs "$RUNS" --prepare "$CTL ctr-clear" "$CTR --hosts-dir $S/hosts-direct $ref"
+  hf ctr_outpost_cold --runs "$RUNS" --prepare "$CTL ctr-clear; $CTL outpost-cold" "$CTR --hosts-dir $S/hosts-outpost $ref"
+  M=$(up_lines)
+  hf ctr_outpost_warm --runs "$RUNS" --prepare "$CTL ctr-clear" "$CTR --hosts-dir $S/hosts-outpost $ref"
+  up_quiet; kv ctr_outpost_warm_upstream "$(up_blob "$M" "$BIGL")"
+  hf ctr_peer_cold --runs "$RUNS" --prepare "$CTL ctr-clear; $CTL peer-cold" "$CTR --hosts-dir $S/hosts-peer $ref"
+  hf ctr_peer_warm --runs "$RUNS" --prepare "$CTL ctr-clear" "$CTR --hosts-dir $S/hosts-peer $ref"
+  $CTL ctr-clear
+  $CTL containerd-stop
+fi
+
+# ---------------------------------------------------------------- start-up with many cached blobs
+log "start-up with $STARTUP_BLOBS cached blobs"
+$CTL outpost-stop
+SD=$S/startup/data
+python3 "$BENCH_DIR/startup.py" make-data "$SD" "$STARTUP_BLOBS"
+kv startup_first "$(python3 "$BENCH_DIR/startup.py" time "$OUTPOST_BIN" "$S/outpost.yaml" "$OUTPOST_PORT" "$SD" "$STARTUP_BLOBS")"
+for r in $(seq "$RUNS"); do
+  kv "startup_indexed_$r" "$(python3 "$BENCH_DIR/startup.py" time "$OUTPOST_BIN" "$S/outpost.yaml" "$OUTPOST_PORT" "$SD" "$STARTUP_BLOBS")"
+done
+
+# ---------------------------------------------------------------- report
+stop_all
+log "writing $RESULTS"
+{
+  echo "# outpost benchmark results"
+  echo
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- command: \`RUNS=$RUNS PEER_FANOUT_RUNS=$PEER_FANOUT_RUNS BIG=$BIG MID=$MID CLIENTS=$CLIENTS WRK_SECS=$WRK_SECS WRK_CONNS=$WRK_CONNS STARTUP_BLOBS=$STARTUP_BLOBS SKIP_CTR=${SKIP_CTR:-0} SKIP_SKOPEO=${SKIP_SKOPEO:-0} bash bench/run.sh\`"
+  echo "- machine: nproc=$(nproc), memory $(free -m | awk '/Mem:/{print $2}') MiB, kernel $(uname -r), cpu $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2);print $2}')"
+  echo "- outpost: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown) ($("$OUTPOST_BIN" --version))"
+  echo "- versions: docker-registry $(docker-registry --version | awk '{print $3}'), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | awk '{print $1,$2}'), ab $(ab -V | awk '/Version/{print $5}' | tr -d ,), hyperfine $(hyperfine --version | awk '{print $2}'), skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), $(curl --version | head -1 | cut -d' ' -f1-2)"
+  echo
+  python3 "$BENCH_DIR/report.py" "$KV"
+} >"$RESULTS"
+cat "$RESULTS"

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""startup.py -- time from starting outpost to its first served request on a big data dir.
+
+Usage: startup.py make-data DATA_DIR COUNT
+         writes COUNT small blob files (content "outpost bench blob <i>") where the storage crate
+         keeps blobs (DATA_DIR/blobs/sha256/<2 hex>/<64 hex>); outpost indexes bare files at its
+         next start (the startup reconcile), after which data dir and index agree.
+       startup.py time OUTPOST_BIN CONFIG PORT DATA_DIR [COUNT]
+         starts `OUTPOST_BIN serve --config CONFIG --data-dir DATA_DIR`, polls
+         GET /v2/bench/startup/blobs/<digest of blob COUNT-1> every 2 ms until it answers 200
+         with the right bytes, prints the seconds from spawn to that answer and the process's
+         VmHWM in KiB ("SECONDS VMHWM_KB"), then stops the process (TERM, its pid only).
+"""
+import hashlib, http.client, os, subprocess, sys, time
+
+
+def content(i):
+    return f"outpost bench blob {i}".encode()
+
+
+def digest_hex(i):
+    return hashlib.sha256(content(i)).hexdigest()
+
+
+def make_data(data_dir, count):
+    for i in range(count):
+        h = digest_hex(i)
+        d = os.path.join(data_dir, "blobs", "sha256", h[:2])
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, h), "wb") as f:
+            f.write(content(i))
+
+
+def vmhwm(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def time_start(binary, config, port, data_dir, count):
+    want = count - 1
+    path = f"/v2/bench/startup/blobs/sha256:{digest_hex(want)}"
+    log = open(os.path.join(os.path.dirname(data_dir.rstrip("/")), "startup-outpost.log"), "ab")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([binary, "serve", "--config", config, "--data-dir", data_dir],
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"startup.py: outpost exited with {proc.returncode}; see its log")
+            if time.monotonic() - t0 > 60:
+                sys.exit("startup.py: outpost served nothing within 60 s")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", path)
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                if r.status == 200 and body == content(want):
+                    break
+                sys.exit(f"startup.py: GET {path} -> {r.status} {body[:200]!r}")
+            except (ConnectionRefusedError, ConnectionResetError):
+                time.sleep(0.002)
+        elapsed = time.monotonic() - t0
+        print(f"{elapsed:.4f} {vmhwm(proc.pid)}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main():
+    a = sys.argv[1:]
+    if a[:1] == ["make-data"] and len(a) == 3:
+        make_data(a[1], int(a[2]))
+    elif a[:1] == ["time"] and len(a) in (5, 6):
+        time_start(a[1], a[2], int(a[3]), a[4], int(a[5]) if len(a) == 6 else 10000)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
