@@ -205,6 +205,35 @@ async fn manifest_by_digest_is_checked_against_the_digest() {
         by_digest.header("docker-content-digest"),
         Some(image.manifest_digest.to_string().as_str())
     );
+
+    // An upstream answering a digest request with other bytes: 502, nothing returned.
+    let wrong = Digest::compute(storage::Algorithm::Sha256, b"something else");
+    fake.add_manifest_under_wrong_digest(
+        "p/quay.io/a/b",
+        &wrong,
+        OCI_MANIFEST,
+        image.manifest.clone(),
+    );
+    let reply = client
+        .get(&outpost.url(&format!("/v2/quay.io/a/b/manifests/{wrong}")))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        reply.error_message().contains(&wrong.to_string()),
+        "{}",
+        reply.error_message()
+    );
+    assert!(!String::from_utf8_lossy(&reply.body).contains("schemaVersion"));
+    // Nor was it stored: asking again goes upstream again.
+    let before = fake.requests_matching("GET", &wrong.to_string()).len();
+    let again = client
+        .get(&outpost.url(&format!("/v2/quay.io/a/b/manifests/{wrong}")))
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        fake.requests_matching("GET", &wrong.to_string()).len(),
+        before + 1
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,44 @@ pub enum Command {
     Certs(CertsCommand),
     /// Write containerd's hosts directory (hosts.toml per registry) pointing at outpost.
     ContainerdConfig(ContainerdConfigArgs),
+    /// Pull images into the local registry (provider and infrastructure images first).
+    Prefetch(PrefetchArgs),
+    /// Write stored images to an OCI image layout archive (for air-gapped nodes).
+    Export(ExportArgs),
+    /// Load an OCI image layout archive into the store, verifying every digest.
+    Import(ImportArgs),
+    /// Re-hash every stored blob and report (with --repair, remove) corrupt ones.
+    Verify(VerifyArgs),
+    /// Apply the cache size limit now: remove least-recently-used blobs.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Directory of the embedded store (overrides `outpost.dataDir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Remove corrupt blobs (and tags of corrupt manifests); they are fetched again on the next pull.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Directory of the embedded store (overrides `outpost.dataDir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The size limit to apply, e.g. `50GiB` (overrides `outpost.cache.maxSize`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<crate::config::ByteSize>().map(|b| b.0)
 }
 
 /// `--config FILE`, repeatable; later files win.
@@ -118,6 +156,63 @@ pub struct ContainerdConfigArgs {
     pub no_fallback: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct PrefetchArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Image references, e.g. quay.io/kairos/core:v1 or alpine:3.19.
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// A file with one image reference per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub list: Option<PathBuf>,
+    /// Platform to fetch from a multi-platform image, repeatable (default: linux/amd64 and linux/arm64).
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<String>,
+    /// Blobs of one image downloaded at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// Pull through a running outpost (it stores the content), e.g. http://127.0.0.1:5000.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// PEM CA trusted for an https --server (e.g. the ca.pem of `outpost certs generate`).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub server_ca: Option<PathBuf>,
+    /// Directory of the embedded store (overrides `outpost.dataDir`); not with --server.
+    #[arg(long, value_name = "DIR", conflicts_with = "server")]
+    pub data_dir: Option<PathBuf>,
+    /// Do not prefetch the provider image (`options.system.uri`).
+    #[arg(long)]
+    pub no_provider: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The archive to write (an OCI image layout in a tar file).
+    #[arg(long, value_name = "FILE.tar")]
+    pub out: PathBuf,
+    /// Stored images to export, e.g. quay.io/kairos/core:v1.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+    /// Directory of the embedded store (overrides `outpost.dataDir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The archive to load (an OCI image layout in a tar file, e.g. from `outpost export` or skopeo).
+    #[arg(value_name = "FILE.tar")]
+    pub archive: PathBuf,
+    /// Directory of the embedded store (overrides `outpost.dataDir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
 /// How a command failed, which decides the exit code.
 #[derive(Debug)]
 pub enum Failure {
@@ -140,6 +235,11 @@ pub fn main() -> ExitCode {
         Command::Check(args) => crate::config::check_command(args),
         Command::Certs(CertsCommand::Generate(args)) => crate::certs_cmd::generate_command(args),
         Command::ContainerdConfig(args) => crate::containerd::config_command(args),
+        Command::Prefetch(args) => crate::prefetch::prefetch_command(args),
+        Command::Export(args) => crate::archive::export_command(args),
+        Command::Import(args) => crate::archive::import_command(args),
+        Command::Verify(args) => crate::maintenance::verify_command(args),
+        Command::Gc(args) => crate::maintenance::gc_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,16 +14,22 @@
 //!   per-registry TLS.
 //! - [`error`]: the one place where errors become OCI error codes and HTTP statuses.
 //!
+//! Operating it: [`access_log`] (one line per request), [`metrics`] (the Prometheus registry),
+//! [`admin`] (`/metrics`, `/healthz`, `/readyz`, the optional admin listener).
+//!
 //! Around them: [`config`] (YAML loading, merging, the support matrix, the routing table),
 //! [`cli`] (the `outpost` command line), [`certs_cmd`] and [`containerd`] (TLS material and
-//! containerd's hosts directory for operators).
+//! containerd's hosts directory for operators), [`prefetch`] (fill the store before a node goes
+//! out) and [`archive`] (air-gap export and import of OCI image layout archives).
 //!
 //! Invariants: credentials only leave the process towards the upstream they belong to; a client
 //! never receives bytes that do not match the digest it asked for with a clean end of body.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod api;
+pub mod archive;
 pub mod cache;
 pub mod certs_cmd;
 pub mod cli;
@@ -31,6 +37,9 @@ pub mod config;
 pub mod containerd;
 pub mod error;
 pub mod fill;
+pub mod maintenance;
+pub mod metrics;
+pub mod prefetch;
 pub mod route;
 pub mod server;
 pub mod translate;

@@ -501,6 +501,33 @@ impl FakeRegistry {
         lock(&self.state().corrupt).insert(digest.clone());
     }
 
+    /// Serves `digest`'s body intact again after [`FakeRegistry::corrupt_blob`].
+    pub fn repair_blob(&self, digest: &Digest) {
+        lock(&self.state().corrupt).remove(digest);
+    }
+
+    /// Serves `bytes` as the manifest `digest` although they hash to something else: an upstream
+    /// that answers a digest request with the wrong content.
+    pub fn add_manifest_under_wrong_digest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        media_type: &str,
+        bytes: impl Into<Bytes>,
+    ) {
+        lock(&self.state().repos)
+            .entry(repo.to_owned())
+            .or_default()
+            .manifests
+            .insert(
+                digest.clone(),
+                Manifest {
+                    media_type: media_type.to_owned(),
+                    bytes: bytes.into(),
+                },
+            );
+    }
+
     /// Limits blob bodies to `bytes_per_second` (`None`: full speed).
     pub fn throttle_blobs(&self, bytes_per_second: Option<u64>) {
         throttle(self.state(), bytes_per_second);

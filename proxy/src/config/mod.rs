@@ -29,6 +29,7 @@ use std::path::PathBuf;
 pub use error::{ConfigError, Conflict, Feature};
 pub use model::*;
 pub use table::{render_text, routing_table, RouteRow};
+pub use values::ByteSize;
 
 use crate::cli::{CheckArgs, Failure};
 

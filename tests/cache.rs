@@ -1,0 +1,413 @@
+//! The local registry, black-box: what is served from the store, what reaches the upstream, and
+//! what survives failures. The fake upstream counts every request and blob byte it sends.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use outpost_tests::fake::{FakeRegistry, OCI_MANIFEST};
+use outpost_tests::outpost::{external_config, Client, Outpost};
+use proxy::config::Config;
+use storage::Digest;
+
+struct Image {
+    manifest_digest: Digest,
+    config_digest: Digest,
+    layer: Bytes,
+    layer_digest: Digest,
+}
+
+fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, layer: Bytes) -> Image {
+    let config = Bytes::from(format!(r#"{{"os":"linux","tag":"{tag}"}}"#));
+    let config_digest = fake.add_blob(repo, config.clone());
+    let layer_digest = fake.add_blob(repo, layer.clone());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest.to_string(), "size": layer.len()}],
+    })
+    .to_string();
+    let manifest_digest = fake.add_manifest(repo, tag, OCI_MANIFEST, manifest);
+    Image {
+        manifest_digest,
+        config_digest,
+        layer,
+        layer_digest,
+    }
+}
+
+const REPO: &str = "p/quay.io/app/x";
+
+fn blob_path(image_digest: &Digest) -> String {
+    format!("/v2/quay.io/app/x/blobs/{image_digest}")
+}
+
+/// Blob files under the data dir's `blobs/`.
+fn stored_blobs(data_dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&data_dir.join("blobs"), &mut out);
+    out
+}
+
+/// Pulls the whole image (manifest by tag, config, layer) and checks every digest.
+async fn pull(client: &Client, outpost: &Outpost, image: &Image) {
+    let manifest = client
+        .get(&outpost.url("/v2/quay.io/app/x/manifests/v1"))
+        .await;
+    assert_eq!(manifest.status, StatusCode::OK, "{:?}", manifest.body);
+    assert_eq!(manifest.digest(), image.manifest_digest);
+    for digest in [&image.config_digest, &image.layer_digest] {
+        let blob = client.stream(&outpost.url(&blob_path(digest)), &[]).await;
+        assert_eq!(blob.status, StatusCode::OK);
+        assert_eq!(&blob.body.unwrap().0, digest);
+    }
+}
+
+/// Moves tokio's clock (which the cache's TTL follows) forward. Idle keep-alive connections
+/// time out in the jump, so callers take a fresh client afterwards.
+async fn jump(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+#[tokio::test]
+async fn a_warm_pull_costs_the_upstream_nothing() {
+    let fake = FakeRegistry::start().await;
+    let image = push_image(&fake, REPO, "v1", Bytes::from(vec![7u8; 300_000]));
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    pull(&client, &outpost, &image).await;
+    let cold_requests = fake.requests().len();
+    let cold_bytes = fake.blob_bytes_sent();
+    assert_eq!(
+        fake.requests_matching("GET", &image.layer_digest.to_string())
+            .len(),
+        1,
+        "the cold pull fetched the layer more than once"
+    );
+    pull(&client, &outpost, &image).await;
+    // By digest too, and HEAD.
+    let by_digest = client
+        .get(&outpost.url(&format!(
+            "/v2/quay.io/app/x/manifests/{}",
+            image.manifest_digest
+        )))
+        .await;
+    assert_eq!(by_digest.status, StatusCode::OK);
+    let head = client
+        .head(&outpost.url(&blob_path(&image.layer_digest)))
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(
+        head.header("content-length"),
+        Some(image.layer.len().to_string().as_str())
+    );
+    assert_eq!(
+        fake.requests().len(),
+        cold_requests,
+        "{:#?}",
+        fake.requests()
+    );
+    assert_eq!(fake.blob_bytes_sent(), cold_bytes);
+    // The catalog lists the repository under its source name.
+    let catalog = client.get(&outpost.url("/v2/_catalog")).await;
+    assert_eq!(
+        catalog.json()["repositories"],
+        serde_json::json!(["quay.io/app/x"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_clients_one_upstream_download() {
+    let fake = FakeRegistry::start().await;
+    let len = 64u64 << 20;
+    let digest = fake.add_large_blob(REPO, len, 3);
+    // Slow enough that every client joins while the download is running.
+    fake.throttle_blobs(Some(64 << 20));
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let client = client.clone();
+        let url = outpost.url(&blob_path(&digest));
+        tasks.push(tokio::spawn(async move {
+            // Some clients arrive mid-download.
+            tokio::time::sleep(Duration::from_millis(i * 20)).await;
+            client.stream(&url, &[]).await
+        }));
+    }
+    for task in tasks {
+        let streamed = task.await.unwrap();
+        assert_eq!(streamed.status, StatusCode::OK);
+        assert_eq!(streamed.body.unwrap(), (digest.clone(), len));
+    }
+    assert_eq!(
+        fake.requests_matching("GET", &digest.to_string()).len(),
+        1,
+        "upstream asked more than once"
+    );
+    assert_eq!(fake.blob_bytes_sent(), len);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_blob_does_not_stop_the_fill() {
+    let fake = FakeRegistry::start().await;
+    let len = 16u64 << 20;
+    let digest = fake.add_large_blob(REPO, len, 4);
+    fake.throttle_blobs(Some(16 << 20));
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    // The first client reads a little and hangs up.
+    let leaver = {
+        let url = outpost.url(&blob_path(&digest));
+        tokio::spawn(async move {
+            let client = Client::new();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(300), client.stream(&url, &[])).await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stayer = client.stream(&outpost.url(&blob_path(&digest)), &[]).await;
+    leaver.await.unwrap();
+    assert_eq!(stayer.body.unwrap(), (digest.clone(), len));
+    assert_eq!(fake.requests_matching("GET", &digest.to_string()).len(), 1);
+    // The blob was stored: the next client costs the upstream nothing.
+    fake.clear_requests();
+    let again = client.stream(&outpost.url(&blob_path(&digest)), &[]).await;
+    assert_eq!(again.body.unwrap().0, digest);
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_corrupt_upstream_blob_is_not_stored_and_the_next_pull_recovers() {
+    let fake = FakeRegistry::start().await;
+    let image = push_image(&fake, REPO, "v1", Bytes::from(vec![9u8; 500_000]));
+    fake.corrupt_blob(&image.layer_digest);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let bad = client
+        .stream(&outpost.url(&blob_path(&image.layer_digest)), &[])
+        .await;
+    assert!(bad.body.is_err(), "a corrupt blob ended cleanly");
+    assert!(!stored_blobs(outpost.data_dir.path()).contains(&image.layer_digest.hex().to_owned()));
+    fake.repair_blob(&image.layer_digest);
+    let good = client
+        .stream(&outpost.url(&blob_path(&image.layer_digest)), &[])
+        .await;
+    assert_eq!(
+        good.body.unwrap(),
+        (image.layer_digest.clone(), image.layer.len() as u64)
+    );
+    assert_eq!(
+        fake.requests_matching("GET", &image.layer_digest.to_string())
+            .len(),
+        2
+    );
+    assert!(stored_blobs(outpost.data_dir.path()).contains(&image.layer_digest.hex().to_owned()));
+}
+
+#[tokio::test]
+async fn offline_the_stored_image_is_served_by_tag_and_digest() {
+    let fake = FakeRegistry::start().await;
+    let image = push_image(&fake, REPO, "v1", Bytes::from(vec![1u8; 200_000]));
+    let config = Config {
+        cache: proxy::config::CacheConfig {
+            tag_ttl: Duration::from_secs(300),
+            ..Config::default().cache
+        },
+        ..external_config(&fake.host(), "p", None)
+    };
+    let outpost = Outpost::start(config).await;
+    let client = Client::new();
+    pull(&client, &outpost, &image).await;
+    fake.stop().await;
+    // Within the TTL: a plain hit.
+    pull(&client, &outpost, &image).await;
+    let by_digest = client
+        .get(&outpost.url(&format!(
+            "/v2/quay.io/app/x/manifests/{}",
+            image.manifest_digest
+        )))
+        .await;
+    assert_eq!(by_digest.digest(), image.manifest_digest);
+    // After the TTL: the revalidation fails, the stored manifest is served with a Warning.
+    jump(Duration::from_secs(301)).await;
+    let client = Client::new();
+    let stale = client
+        .get(&outpost.url("/v2/quay.io/app/x/manifests/v1"))
+        .await;
+    assert_eq!(stale.status, StatusCode::OK, "{:?}", stale.body);
+    assert_eq!(stale.digest(), image.manifest_digest);
+    assert!(stale
+        .header("warning")
+        .is_some_and(|w| w.starts_with("110")));
+    // tags/list falls back to the tags known locally.
+    let tags = client
+        .get(&outpost.url("/v2/quay.io/app/x/tags/list"))
+        .await;
+    assert_eq!(tags.status, StatusCode::OK);
+    assert_eq!(tags.json()["tags"], serde_json::json!(["v1"]));
+    assert_eq!(tags.json()["name"], "quay.io/app/x");
+}
+
+#[tokio::test]
+async fn an_expired_tag_is_revalidated_with_a_head() {
+    let fake = FakeRegistry::start().await;
+    let image = push_image(&fake, REPO, "v1", Bytes::from(vec![2u8; 1000]));
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let url = outpost.url("/v2/quay.io/app/x/manifests/v1");
+    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    // Within the TTL (default 5 minutes): no upstream request.
+    fake.clear_requests();
+    jump(Duration::from_secs(299)).await;
+    let client = Client::new();
+    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+    // Past it: one HEAD, no GET; the digest is unchanged so the stored manifest is served.
+    jump(Duration::from_secs(2)).await;
+    let client = Client::new();
+    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    assert_eq!(fake.requests_matching("HEAD", "/manifests/v1").len(), 1);
+    assert_eq!(fake.requests_matching("GET", "/manifests/").len(), 0);
+    // The check time was refreshed: asking again within the TTL costs nothing.
+    fake.clear_requests();
+    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    assert!(fake.requests().is_empty());
+    // The tag moves upstream: after the TTL the new manifest is fetched and served.
+    let moved = push_image(&fake, REPO, "v1", Bytes::from(vec![3u8; 1000]));
+    jump(Duration::from_secs(301)).await;
+    let client = Client::new();
+    let reply = client.get(&url).await;
+    assert_eq!(reply.digest(), moved.manifest_digest);
+    assert_eq!(
+        reply.header("docker-content-digest"),
+        Some(moved.manifest_digest.to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn ranges_cold_and_warm() {
+    let fake = FakeRegistry::start().await;
+    let layer: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let image = push_image(&fake, REPO, "v1", Bytes::from(layer.clone()));
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let url = outpost.url(&blob_path(&image.layer_digest));
+    // Cold: the range is served from the fill, which downloads the whole blob once.
+    let cold = client.get_with(&url, &[("range", "bytes=1000-1999")]).await;
+    assert_eq!(cold.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(cold.body, &layer[1000..2000]);
+    assert_eq!(cold.header("content-range"), Some("bytes 1000-1999/100000"));
+    // Warm, as containerd resumes.
+    for (range, expected, content_range) in [
+        ("bytes=99990-", &layer[99990..], "bytes 99990-99999/100000"),
+        ("bytes=-10", &layer[99990..], "bytes 99990-99999/100000"),
+        ("bytes=0-0", &layer[..1], "bytes 0-0/100000"),
+    ] {
+        let warm = client.get_with(&url, &[("range", range)]).await;
+        assert_eq!(warm.status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(warm.body, expected, "{range}");
+        assert_eq!(warm.header("content-range"), Some(content_range), "{range}");
+    }
+    let unsatisfiable = client.get_with(&url, &[("range", "bytes=100000-")]).await;
+    assert_eq!(unsatisfiable.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        unsatisfiable.header("content-range"),
+        Some("bytes */100000")
+    );
+    assert_eq!(
+        fake.requests_matching("GET", &image.layer_digest.to_string())
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn infrastructure_images_pass_through_unstored() {
+    let fake = FakeRegistry::start().await;
+    let image = push_image(&fake, REPO, "v1", Bytes::from(vec![5u8; 10_000]));
+    let config = Config {
+        infrastructure_images: vec!["quay.io/app/*".into()],
+        ..external_config(&fake.host(), "p", None)
+    };
+    let outpost = Outpost::start(config).await;
+    let client = Client::new();
+    pull(&client, &outpost, &image).await;
+    pull(&client, &outpost, &image).await;
+    assert!(stored_blobs(outpost.data_dir.path()).is_empty());
+    assert_eq!(
+        fake.requests_matching("GET", &image.layer_digest.to_string())
+            .len(),
+        2
+    );
+    assert_eq!(fake.requests_matching("GET", "/manifests/v1").len(), 2);
+}
+
+#[tokio::test]
+async fn without_the_local_registry_nothing_is_stored() {
+    let fake = FakeRegistry::start().await;
+    let image = push_image(&fake, REPO, "v1", Bytes::from(vec![6u8; 10_000]));
+    let outpost = Outpost::start(Config {
+        local_registry: false,
+        ..external_config(&fake.host(), "p", None)
+    })
+    .await;
+    let client = Client::new();
+    pull(&client, &outpost, &image).await;
+    assert!(
+        !outpost.data_dir.path().join("blobs").exists(),
+        "a store was opened"
+    );
+}
+
+#[tokio::test]
+async fn the_size_limit_evicts_least_recently_used_blobs() {
+    let fake = FakeRegistry::start().await;
+    let old = fake.add_blob(REPO, vec![1u8; 400_000]);
+    let newer = fake.add_blob(REPO, vec![2u8; 400_000]);
+    let newest = fake.add_blob(REPO, vec![3u8; 400_000]);
+    let config = Config {
+        cache: proxy::config::CacheConfig {
+            max_size: Some(1_000_000),
+            ..Config::default().cache
+        },
+        ..external_config(&fake.host(), "p", None)
+    };
+    let outpost = Outpost::start(config).await;
+    let client = Client::new();
+    for digest in [&old, &newer, &newest] {
+        let blob = client.stream(&outpost.url(&blob_path(digest)), &[]).await;
+        assert_eq!(&blob.body.unwrap().0, digest);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // gc runs in the background after the fill that crossed the limit.
+    let mut stored = Vec::new();
+    for _ in 0..100 {
+        stored = stored_blobs(outpost.data_dir.path());
+        if stored.len() < 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!stored.contains(&old.hex().to_owned()), "{stored:?}");
+    assert!(stored.contains(&newest.hex().to_owned()), "{stored:?}");
+}
