@@ -148,7 +148,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-async fn build_app(config: Config) -> anyhow::Result<App> {
+/// The app a server runs: used by `outpost serve` and, in-process, by `outpost prefetch`.
+pub async fn build_app(config: Config) -> anyhow::Result<App> {
     let default_registry = Registry::parse(&config.default_registry).ok_or_else(|| {
         anyhow::anyhow!(
             "outpost.defaultRegistry {:?} is not a registry host",
