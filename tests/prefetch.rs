@@ -1,0 +1,353 @@
+//! `outpost prefetch`, black-box: images pulled from a fake upstream that counts requests, into
+//! a data dir that outpost then serves with the upstream gone.
+
+use bytes::Bytes;
+use http::StatusCode;
+use outpost_tests::fake::{FakeRegistry, OCI_INDEX, OCI_MANIFEST};
+use outpost_tests::outpost::{Client, Outpost};
+use proxy::config::Config;
+use proxy::prefetch::{self, Options, Platform, PrefetchError};
+use storage::{Digest, Store};
+
+/// An image pushed to the fake: manifest digest and its blobs (config first).
+struct Pushed {
+    digest: Digest,
+    manifest: Bytes,
+    blobs: Vec<(Digest, Bytes)>,
+}
+
+fn manifest_of(fake: &FakeRegistry, repo: &str, seed: u8, layers: usize) -> Pushed {
+    let config = Bytes::from(format!(
+        r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#
+    ));
+    let mut blobs = vec![(fake.add_blob(repo, config.clone()), config)];
+    for i in 0..layers {
+        let layer = Bytes::from(vec![seed.wrapping_add(i as u8); 50_000 + i * 1000]);
+        blobs.push((fake.add_blob(repo, layer.clone()), layer));
+    }
+    let descriptor = |(digest, bytes): &(Digest, Bytes), media_type: &str| serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()});
+    let manifest = Bytes::from(
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(&blobs[0], "application/vnd.oci.image.config.v1+json"),
+            "layers": blobs[1..].iter().map(|b| descriptor(b, "application/vnd.oci.image.layer.v1.tar")).collect::<Vec<_>>(),
+        })
+        .to_string(),
+    );
+    let digest = Digest::compute(storage::Algorithm::Sha256, &manifest);
+    Pushed {
+        digest,
+        manifest,
+        blobs,
+    }
+}
+
+fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8, layers: usize) -> Pushed {
+    let image = manifest_of(fake, repo, seed, layers);
+    fake.add_manifest(repo, tag, OCI_MANIFEST, image.manifest.clone());
+    image
+}
+
+/// A multi-platform image: an index over linux/amd64, linux/arm64 and linux/s390x.
+fn push_index(fake: &FakeRegistry, repo: &str, tag: &str) -> (Digest, Vec<Pushed>) {
+    let platforms = ["amd64", "arm64", "s390x"];
+    let children: Vec<Pushed> = platforms
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let child = manifest_of(fake, repo, 100 + i as u8 * 10, 1);
+            fake.add_manifest_by_digest(repo, OCI_MANIFEST, child.manifest.clone());
+            child
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": children.iter().zip(platforms).map(|(c, arch)| serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": c.digest.to_string(), "size": c.manifest.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        })).collect::<Vec<_>>(),
+    })
+    .to_string();
+    (fake.add_manifest(repo, tag, OCI_INDEX, index), children)
+}
+
+fn config_in(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+fn options(images: &[String]) -> Options {
+    Options {
+        images: images.to_vec(),
+        jobs: 2,
+        ..Options::default()
+    }
+}
+
+/// The blob GETs the fake saw, as digests.
+fn blob_gets(fake: &FakeRegistry) -> Vec<String> {
+    fake.requests_matching("GET", "/blobs/")
+        .into_iter()
+        .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn provider_first_then_infrastructure_images_then_the_rest() {
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let core = push(&fake, "kairos/core", "v1", 1, 1);
+    let pause = push(&fake, "infra/pause", "3.9", 2, 1);
+    let web = push(&fake, "apps/web", "1", 3, 2);
+    let db = push(&fake, "apps/db", "1", 4, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.provider.image = Some(format!("{host}/kairos/core:v1"));
+    config.infrastructure_images = vec![format!("{host}/kairos/core"), format!("{host}/infra/*")];
+
+    let report = prefetch::prefetch(
+        config,
+        &options(&[
+            format!("{host}/apps/web:1"),
+            format!("{host}/infra/pause:3.9"),
+            format!("{host}/apps/db:1"),
+        ]),
+    )
+    .await
+    .unwrap();
+    assert!(report.success(), "{report:?}");
+
+    // The order the upstream saw the manifests in.
+    let manifests: Vec<String> = fake
+        .requests_matching("GET", "/manifests/")
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        manifests,
+        [
+            "/v2/kairos/core/manifests/v1",
+            "/v2/infra/pause/manifests/3.9",
+            "/v2/apps/web/manifests/1",
+            "/v2/apps/db/manifests/1",
+        ]
+    );
+    let names: Vec<&str> = report.images.iter().map(|i| i.image.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            format!("{host}/kairos/core:v1"),
+            format!("{host}/infra/pause:3.9"),
+            format!("{host}/apps/web:1"),
+            format!("{host}/apps/db:1"),
+        ]
+    );
+    // Infrastructure images: fetched (every blob once) and verified, but not stored.
+    assert!(!report.images[0].stored && !report.images[1].stored);
+    assert!(report.images[2].stored && report.images[3].stored);
+    assert!(report.table().contains("not stored (infrastructure image)"));
+    let gets = blob_gets(&fake);
+    for image in [&core, &pause, &web, &db] {
+        for (digest, _) in &image.blobs {
+            assert_eq!(
+                gets.iter().filter(|g| **g == digest.to_string()).count(),
+                1,
+                "{digest}"
+            );
+        }
+    }
+    let store = Store::open(dir.path()).unwrap();
+    for (digest, _) in web.blobs.iter().chain(&db.blobs) {
+        assert!(store.stat(digest).is_some(), "{digest} not stored");
+    }
+    for (digest, _) in core.blobs.iter().chain(&pause.blobs) {
+        assert!(store.stat(digest).is_none(), "{digest} stored");
+    }
+    assert_eq!(
+        store
+            .tag(&format!("{host}/apps/web"), "1")
+            .unwrap()
+            .unwrap()
+            .digest,
+        web.digest
+    );
+    assert_eq!(report.images[2].digest.as_ref(), Some(&web.digest));
+    assert_eq!(report.images[2].layers, 2);
+    let web_bytes: u64 = web.blobs.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(report.images[2].bytes, web_bytes);
+    assert_eq!(report.images[2].from_upstream, web_bytes);
+}
+
+#[tokio::test]
+async fn a_rerun_after_an_interruption_fetches_only_what_is_missing() {
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let image = push(&fake, "apps/web", "1", 7, 3);
+    let broken = image.blobs[2].0.clone();
+    fake.corrupt_blob(&broken);
+    let dir = tempfile::tempdir().unwrap();
+    let names = [format!("{host}/apps/web:1")];
+
+    let first = prefetch::prefetch(config_in(dir.path()), &options(&names))
+        .await
+        .unwrap();
+    assert!(!first.success());
+    let error = first.images[0].error.clone().unwrap();
+    assert!(error.contains(&broken.to_string()), "{error}");
+    assert_eq!(blob_gets(&fake).len(), 4);
+
+    fake.repair_blob(&broken);
+    fake.clear_requests();
+    let second = prefetch::prefetch(config_in(dir.path()), &options(&names))
+        .await
+        .unwrap();
+    assert!(second.success(), "{second:?}");
+    assert_eq!(blob_gets(&fake), [broken.to_string()]);
+    let broken_size = image.blobs[2].1.len() as u64;
+    assert_eq!(second.images[0].from_upstream, broken_size);
+    assert_eq!(
+        second.images[0].from_store,
+        second.images[0].bytes - broken_size
+    );
+
+    fake.clear_requests();
+    let third = prefetch::prefetch(config_in(dir.path()), &options(&names))
+        .await
+        .unwrap();
+    assert!(third.success());
+    assert!(blob_gets(&fake).is_empty());
+    assert_eq!(third.images[0].from_upstream, 0);
+}
+
+#[tokio::test]
+async fn standalone_prefetch_of_an_index_is_served_offline() {
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let (index, children) = push_index(&fake, "apps/multi", "2");
+    let dir = tempfile::tempdir().unwrap();
+    let report = prefetch::prefetch(
+        config_in(dir.path()),
+        &options(&[format!("{host}/apps/multi:2")]),
+    )
+    .await
+    .unwrap();
+    assert!(report.success(), "{report:?}");
+    assert_eq!(report.images[0].digest.as_ref(), Some(&index));
+    assert_eq!(report.images[0].platforms, ["linux/amd64", "linux/arm64"]);
+    // The default platforms only: s390x's manifest and layers were never asked for.
+    let s390x = &children[2];
+    let asked = fake.requests();
+    assert!(!asked
+        .iter()
+        .any(|r| r.path.ends_with(&s390x.digest.to_string())));
+    for (digest, _) in &s390x.blobs {
+        assert!(!asked.iter().any(|r| r.path.ends_with(&digest.to_string())));
+    }
+
+    // Served from the data dir with the upstream gone.
+    fake.stop().await;
+    let running = proxy::server::start(config_in(dir.path())).await.unwrap();
+    let client = Client::new();
+    let url = |path: String| format!("http://{}{path}", running.addr);
+    let reply = client
+        .get_with(
+            &url(format!("/v2/{host}/apps/multi/manifests/2")),
+            &[("accept", OCI_INDEX)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.digest(), index);
+    for child in &children[..2] {
+        let reply = client
+            .get_with(
+                &url(format!("/v2/{host}/apps/multi/manifests/{}", child.digest)),
+                &[("accept", OCI_MANIFEST)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, child.manifest);
+        for (digest, bytes) in &child.blobs {
+            let blob = client
+                .get(&url(format!("/v2/{host}/apps/multi/blobs/{digest}")))
+                .await;
+            assert_eq!(blob.status, StatusCode::OK);
+            assert_eq!(&blob.body, bytes);
+        }
+    }
+}
+
+#[tokio::test]
+async fn platforms_can_be_chosen_and_a_missing_one_is_reported() {
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let (_, children) = push_index(&fake, "apps/multi", "2");
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(&[format!("{host}/apps/multi:2")]);
+    opts.platforms = vec![Platform::parse("linux/s390x").unwrap()];
+    let report = prefetch::prefetch(config_in(dir.path()), &opts)
+        .await
+        .unwrap();
+    assert!(report.success(), "{report:?}");
+    assert_eq!(report.images[0].platforms, ["linux/s390x"]);
+    let gets = blob_gets(&fake);
+    assert_eq!(gets.len(), children[2].blobs.len());
+
+    opts.platforms = vec![Platform::parse("windows/amd64").unwrap()];
+    let report = prefetch::prefetch(config_in(dir.path()), &opts)
+        .await
+        .unwrap();
+    assert!(!report.success());
+    let error = report.images[0].error.clone().unwrap();
+    assert!(error.contains("windows/amd64"), "{error}");
+    assert!(error.contains("linux/s390x"), "{error}");
+}
+
+#[tokio::test]
+async fn through_a_running_server_which_stores_the_content() {
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let image = push(&fake, "apps/web", "1", 9, 2);
+    let outpost = Outpost::start(Config::default()).await;
+    let names = [format!("{host}/apps/web:1")];
+
+    // Without --server, the locked data dir is explained, with the way out.
+    let mut local = config_in(outpost.data_dir.path());
+    local.listen = outpost.running.addr;
+    let error = prefetch::prefetch(local, &options(&names))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, PrefetchError::Locked { .. }), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("--server http://{}", outpost.running.addr)),
+        "{message}"
+    );
+    assert!(blob_gets(&fake).is_empty());
+
+    let mut through = options(&names);
+    through.server = Some(outpost.url(""));
+    let scratch = tempfile::tempdir().unwrap();
+    let report = prefetch::prefetch(config_in(scratch.path()), &through)
+        .await
+        .unwrap();
+    assert!(report.success(), "{report:?}");
+    let total: u64 = image.blobs.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(report.images[0].via_server, total);
+    assert_eq!(report.images[0].digest.as_ref(), Some(&image.digest));
+    assert_eq!(blob_gets(&fake).len(), image.blobs.len());
+
+    // The server kept it: again through it, the upstream sees no blob request.
+    fake.clear_requests();
+    let report = prefetch::prefetch(config_in(scratch.path()), &through)
+        .await
+        .unwrap();
+    assert!(report.success(), "{report:?}");
+    assert!(blob_gets(&fake).is_empty());
+    // And nothing was written to the local data dir of the prefetch itself.
+    assert!(!scratch.path().join("blobs").exists());
+}
