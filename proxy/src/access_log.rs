@@ -1,6 +1,11 @@
 //! One log line per request, written when the response body has been sent (or abandoned), with
 //! method, path, upstream, status, bytes, duration and cache outcome. Never a header value, so
-//! never a credential.
+//! never a credential (and the path never carries one: the API is read-only and has no tokens in
+//! its query strings; the query is not logged anyway).
+//!
+//! The same wrapper feeds [`Metrics`]: the request and its cache outcome are counted when the
+//! response headers go out, the body's bytes as each frame passes (so a client that has read a
+//! body sees it counted).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,14 +16,19 @@ use http::{Method, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::api::{Body, BoxError, Outcome};
+use prometheus_client::metrics::counter::Counter;
 
-/// Wraps the response body so that its end writes the access log line.
+use crate::api::{Body, BoxError, Outcome};
+use crate::metrics::{Metrics, ServedFrom};
+
+/// Wraps the response body so that its end writes the access log line; counts the request in
+/// `metrics`.
 pub fn wrap(
     response: Response<Body>,
     method: Method,
     path: String,
     started: Instant,
+    metrics: &Metrics,
 ) -> Response<Body> {
     let (parts, body) = response.into_parts();
     let outcome = parts
@@ -26,8 +36,17 @@ pub fn wrap(
         .get::<Outcome>()
         .cloned()
         .unwrap_or_default();
+    metrics.request(outcome.operation.unwrap_or("other"), parts.status);
+    if let Some(cache) = outcome.cache {
+        metrics.cache_outcome(cache);
+    }
+    let served = (parts.status.is_success() && method != Method::HEAD)
+        .then(|| ServedFrom::of(outcome.cache, outcome.upstream.is_some()))
+        .flatten()
+        .map(|from| metrics.served_bytes(from));
     let logged = LoggedBody {
         inner: body,
+        served,
         line: Line {
             method,
             path,
@@ -70,6 +89,8 @@ impl Drop for Line {
 
 struct LoggedBody {
     inner: Body,
+    /// Where the body's bytes are counted (successful responses only).
+    served: Option<Counter>,
     line: Line,
 }
 
@@ -87,6 +108,9 @@ impl HttpBody for LoggedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.line.bytes += data.len() as u64;
+                    if let Some(served) = &this.served {
+                        served.inc_by(data.len() as u64);
+                    }
                 }
                 // hyper stops polling a body that says it has ended.
                 this.line.complete = this.inner.is_end_stream();

@@ -16,6 +16,7 @@ use storage::{Digest, Hasher};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::route::{self, Operation, Reference, Registry, Route, Source};
 use crate::translate::{translate, Target};
 use crate::upstream::{self, Upstream};
@@ -53,6 +54,8 @@ pub struct App {
     pub upstream: Upstream,
     /// The local registry; `None` when `outpost.localRegistry.enabled` is false.
     pub cache: Option<Cache>,
+    /// The process's metrics (see [`crate::metrics`]).
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the access log records about a request besides method, path and status; handlers put it
@@ -61,6 +64,8 @@ pub struct App {
 pub struct Outcome {
     pub upstream: Option<String>,
     pub cache: Option<&'static str>,
+    /// The routed operation (the `operation` label of `outpost_requests_total`).
+    pub operation: Option<&'static str>,
 }
 
 /// Answers one request. Never fails: errors become OCI error responses.
@@ -78,8 +83,9 @@ pub async fn handle(app: Arc<App>, request: Request<hyper::body::Incoming>) -> R
                 Ok(response) => response,
                 Err(error) => error.into_response(head),
             };
+            let outcome = response.extensions_mut().get_or_insert_default::<Outcome>();
+            outcome.operation = Some(crate::metrics::operation_name(&route.operation));
             if let Some(source) = route.operation.source() {
-                let outcome = response.extensions_mut().get_or_insert_default::<Outcome>();
                 outcome.upstream = Some(translate(&app.config, source).host);
             }
             response

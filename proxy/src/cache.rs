@@ -293,6 +293,7 @@ impl Cache {
                 return Ok(respond(response, "miss"));
             }
             let max_size = self.max_size;
+            let metrics = app.metrics.clone();
             let job = FillJob {
                 upstream: app.upstream.clone(),
                 store: self.store.clone(),
@@ -304,6 +305,7 @@ impl Cache {
                         let store = store.clone();
                         tokio::task::spawn_blocking(move || {
                             let report = store.gc(max);
+                            metrics.evicted(&report);
                             tracing::info!("cache.maxSize: {report}");
                         });
                     }
@@ -389,6 +391,7 @@ impl Cache {
         response.extensions_mut().insert(Outcome {
             upstream: None,
             cache: Some("stale"),
+            operation: None,
         });
         Ok(response)
     }

@@ -5,6 +5,11 @@
 //! per-connection task with a timeout, so a silent client never stalls the accept loop. One
 //! shutdown signal (SIGINT/SIGTERM, or dropping [`Running`]) stops accepting and lets in-flight
 //! transfers finish within a grace period.
+//!
+//! Startup order: the configuration is checked, the listener (and the admin listener, when
+//! configured) is bound, and only then is the store opened and reconciled, in the background, so
+//! `/healthz` and `/metrics` answer at once and `/readyz` reports the reconcile. Registry requests
+//! that arrive meanwhile wait for it (see [`crate::admin`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,10 +30,12 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
 use crate::access_log;
+use crate::admin::{self, Endpoint, Phase, Status};
 use crate::api::{self, App, Body};
 use crate::cache::Cache;
 use crate::cli::{Failure, LogFormat, ServeArgs};
 use crate::config::{Config, TlsFiles};
+use crate::metrics::{self, Metrics};
 use crate::route::Registry;
 use crate::upstream::Upstream;
 
@@ -45,8 +52,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// `outpost serve`.
 pub fn serve_command(args: ServeArgs) -> Result<(), Failure> {
-    let loaded =
-        crate::config::load(&args.config.files).map_err(|e| Failure::Config(e.to_string()))?;
+    init_logging(args.log_format, args.log_level.as_deref());
+    let loaded = crate::config::load(&args.config.files).map_err(|e| {
+        metrics::config_refused("see the error below; `outpost check` explains the configuration");
+        Failure::Config(e.to_string())
+    })?;
     let mut config = loaded.config;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -57,7 +67,6 @@ pub fn serve_command(args: ServeArgs) -> Result<(), Failure> {
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsFiles { cert, key });
     }
-    init_logging(args.log_format, args.log_level.as_deref());
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
@@ -66,8 +75,21 @@ pub fn serve_command(args: ServeArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Other(e.into()))?;
     runtime.block_on(async move {
-        let running = start(config).await?;
-        tracing::info!(listen = %running.addr, "outpost is serving");
+        let running = start_listening(config).await?;
+        tracing::info!(
+            listen = %running.addr,
+            admin = %running.admin_addr.map_or("-".to_owned(), |a| a.to_string()),
+            "outpost is listening; opening the store"
+        );
+        tokio::select! {
+            ready = running.ready() => ready?,
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down before the store was open");
+                running.stop().await;
+                return Ok(());
+            }
+        }
+        tracing::info!("outpost is ready");
         shutdown_signal().await;
         tracing::info!("shutting down; in-flight transfers get {SHUTDOWN_GRACE:?}");
         running.stop().await;
@@ -109,8 +131,12 @@ async fn shutdown_signal() {
 /// waits for in-flight requests (up to the grace period).
 pub struct Running {
     pub addr: SocketAddr,
+    /// The admin listener's address, when `outpost.admin.listen` is set.
+    pub admin_addr: Option<SocketAddr>,
+    status: Arc<Status>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    admin_task: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -119,6 +145,24 @@ impl Running {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        if let Some(task) = self.admin_task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the store is open and reconciled (`/readyz` answers 200); the error says
+    /// why it could not be opened.
+    pub async fn ready(&self) -> anyhow::Result<()> {
+        self.status
+            .ready()
+            .await
+            .map(drop)
+            .map_err(|reason| anyhow::anyhow!("{reason}"))
+    }
+
+    /// The process's metrics, as `/metrics` shows them.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.status.metrics()
     }
 }
 
@@ -128,46 +172,112 @@ impl Drop for Running {
     }
 }
 
-/// Builds the app from the configuration, binds `config.listen` and serves in the background.
+/// Starts serving `config` in the background and returns once the store is open:
+/// [`start_listening`], then [`Running::ready`].
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let app = Arc::new(build_app(config).await?);
-    let listener = TcpListener::bind(app.config.listen)
+    let running = start_listening(config).await?;
+    running.ready().await?;
+    Ok(running)
+}
+
+/// Binds `config.listen` (and `config.admin_listen`) and serves in the background; returns once
+/// listening, while the store is still being opened (see [`Running::ready`]).
+pub async fn start_listening(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(Status::new(metrics.clone()));
+    let parts =
+        check_config(config, &metrics).inspect_err(|e| metrics::config_refused(&e.to_string()))?;
+    let listener = TcpListener::bind(parts.config.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", app.config.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", parts.config.listen))?;
     let addr = listener.local_addr()?;
+    let admin_listener = match parts.config.admin_listen {
+        Some(admin) => Some(TcpListener::bind(admin).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {admin} (outpost.admin.listen): {e}")
+        })?),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let (shutdown, signal) = watch::channel(false);
-    let tls = match &app.config.tls {
+    let tls = match &parts.config.tls {
         Some(files) => Some(tls_acceptor(files, signal.clone())?),
         None => None,
     };
-    let task = tokio::spawn(accept_loop(listener, app, tls, signal));
+    let admin_task =
+        admin_listener.map(|l| tokio::spawn(admin::serve(l, status.clone(), signal.clone())));
+    let front = Front {
+        status: status.clone(),
+        admin_here: admin_addr.is_none(),
+    };
+    let task = tokio::spawn(accept_loop(listener, front, tls, signal));
+    let opening = status.clone();
+    tokio::spawn(async move {
+        let dir = parts.config.data_dir.clone();
+        match open_app(parts).await {
+            Ok(app) => opening.set_ready(Arc::new(app)),
+            Err(e) => {
+                tracing::error!(data_dir = %dir.display(), error = %e, "cannot open the store");
+                opening.set_failed(e.to_string());
+            }
+        }
+    });
     Ok(Running {
         addr,
+        admin_addr,
+        status,
         shutdown,
         task: Some(task),
+        admin_task,
     })
 }
 
-/// The app a server runs: used by `outpost serve` and, in-process, by `outpost prefetch`.
+/// The app a server runs: used by `outpost serve` and, in-process, by `outpost prefetch`. Its
+/// metrics start empty (a server creates them first, see [`start_listening`]).
 pub async fn build_app(config: Config) -> anyhow::Result<App> {
+    open_app(check_config(config, &Arc::new(Metrics::new()))?).await
+}
+
+/// The parts of the app that do not need the store, checked before listening.
+struct Checked {
+    config: Config,
+    default_registry: Registry,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+}
+
+fn check_config(config: Config, metrics: &Arc<Metrics>) -> anyhow::Result<Checked> {
     let default_registry = Registry::parse(&config.default_registry).ok_or_else(|| {
         anyhow::anyhow!(
             "outpost.defaultRegistry {:?} is not a registry host",
             config.default_registry
         )
     })?;
-    let upstream = Upstream::new(&config.upstream)?;
+    let upstream = Upstream::with_metrics(&config.upstream, metrics.clone())?;
+    Ok(Checked {
+        config,
+        default_registry,
+        upstream,
+        metrics: metrics.clone(),
+    })
+}
+
+/// Opens (and reconciles) the store and completes the app.
+async fn open_app(parts: Checked) -> anyhow::Result<App> {
     // With the local registry disabled no store is opened at all: a pure streaming proxy.
-    let cache = if config.local_registry {
-        Some(Cache::open(&config).await?)
+    let cache = if parts.config.local_registry {
+        Some(Cache::open(&parts.config).await?)
     } else {
         None
     };
     Ok(App {
-        config: Arc::new(config),
-        default_registry,
-        upstream,
+        config: Arc::new(parts.config),
+        default_registry: parts.default_registry,
+        upstream: parts.upstream,
         cache,
+        metrics: parts.metrics,
     })
 }
 
@@ -213,9 +323,17 @@ fn tls_acceptor(
     Ok(acceptor)
 }
 
+/// What the main listener serves: the app once it is open, and the admin endpoints unless they
+/// have their own listener.
+#[derive(Clone)]
+struct Front {
+    status: Arc<Status>,
+    admin_here: bool,
+}
+
 /// The tower stack every request goes through, outermost first.
 fn service(
-    app: Arc<App>,
+    front: Front,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -229,28 +347,44 @@ fn service(
         // connection: a waiting request holds no upstream resources.
         .concurrency_limit(MAX_REQUESTS)
         // The handler: never fails (errors are OCI error responses); the access log line is
-        // written when the response body ends, so it knows the bytes sent.
+        // written when the response body ends, so it knows the bytes sent. The admin endpoints
+        // (when served here) bypass the log and the request metrics: scrapes are not traffic.
+        // Registry requests that arrive while the store opens wait for it (up to a few seconds).
         .service_fn(move |request: Request<Incoming>| {
-            let app = app.clone();
+            let front = front.clone();
             async move {
                 let started = Instant::now();
                 let method = request.method().clone();
                 let path = request.uri().path().to_owned();
-                let response = api::handle(app, request).await;
-                Ok::<_, Infallible>(access_log::wrap(response, method, path, started))
+                let head = method == Method::HEAD;
+                if front.admin_here && (head || method == Method::GET) {
+                    if let Some(endpoint) = Endpoint::parse(&path) {
+                        return Ok(front.status.respond(endpoint, head));
+                    }
+                }
+                let app = match front.status.phase() {
+                    Phase::Ready(app) => Ok(app),
+                    _ => front.status.app(admin::STARTUP_WAIT).await,
+                };
+                let response = match app {
+                    Ok(app) => api::handle(app, request).await,
+                    Err(error) => error.into_response(head),
+                };
+                let metrics = front.status.metrics();
+                Ok::<_, Infallible>(access_log::wrap(response, method, path, started, metrics))
             }
         })
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    app: Arc<App>,
+    front: Front,
     tls: Option<TlsAcceptor>,
     mut signal: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
-    let service = service(app);
+    let service = service(front);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -40,6 +40,7 @@ pub use error::{TimeoutStage, UpstreamError};
 pub use redirect::resolve_location;
 
 use crate::config::{Credentials, Secret, UpstreamTimeouts};
+use crate::metrics::Metrics;
 use crate::translate::Target;
 use token::{Token, TokenCache, TokenKey};
 use transport::Transport;
@@ -66,6 +67,8 @@ pub struct Upstream {
 
 struct Inner {
     transport: Transport,
+    /// Where requests, latencies and token fetches are counted, when set.
+    metrics: Option<Arc<Metrics>>,
     tokens: TokenCache,
     /// The scheme each host asked for last, to answer it without a 401 round trip.
     known: Mutex<HashMap<String, HostAuth>>,
@@ -99,9 +102,25 @@ impl Upstream {
     /// A client with the given timeouts. Connection pools are created per TLS policy on first
     /// use.
     pub fn new(timeouts: &UpstreamTimeouts) -> Result<Upstream, UpstreamError> {
+        Self::build(timeouts, None)
+    }
+
+    /// A client that counts its requests, their latency and token fetches in `metrics`.
+    pub fn with_metrics(
+        timeouts: &UpstreamTimeouts,
+        metrics: Arc<Metrics>,
+    ) -> Result<Upstream, UpstreamError> {
+        Self::build(timeouts, Some(metrics))
+    }
+
+    fn build(
+        timeouts: &UpstreamTimeouts,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Upstream, UpstreamError> {
         Ok(Upstream {
             inner: Arc::new(Inner {
-                transport: Transport::new(timeouts),
+                transport: Transport::new(timeouts, metrics.clone()),
+                metrics,
                 tokens: TokenCache::default(),
                 known: Mutex::new(HashMap::new()),
             }),
@@ -276,7 +295,13 @@ impl Upstream {
     ) -> Result<Secret, UpstreamError> {
         self.inner
             .tokens
-            .get_or_fetch(key, || self.fetch_token(target, realm, service, scope))
+            .get_or_fetch(key, || async {
+                let fetched = self.fetch_token(target, realm, service, scope).await;
+                if let Some(metrics) = &self.inner.metrics {
+                    metrics.token_fetch(&target.host, fetched.is_ok());
+                }
+                fetched
+            })
             .await
     }
 

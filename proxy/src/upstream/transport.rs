@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use super::error::{TimeoutStage, UpstreamError};
 use crate::config::UpstreamTimeouts;
+use crate::metrics::Metrics;
 use crate::translate::TlsPolicy;
 
 type HttpClient = Client<HttpsConnector<TcpConnector>, Empty<Bytes>>;
@@ -45,11 +46,14 @@ pub(crate) struct Transport {
     clients: Mutex<HashMap<TlsPolicy, HttpClient>>,
     /// Insecure hosts and whether they answered in plain HTTP (`true`) or HTTPS (`false`).
     insecure_schemes: Mutex<HashMap<String, bool>>,
+    /// Every request sent is counted here (host, status, time to response headers), when set.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Transport {
-    pub(crate) fn new(timeouts: &UpstreamTimeouts) -> Transport {
+    pub(crate) fn new(timeouts: &UpstreamTimeouts, metrics: Option<Arc<Metrics>>) -> Transport {
         Transport {
+            metrics,
             timeouts: timeouts.clone(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             clients: Mutex::new(HashMap::new()),
@@ -139,6 +143,13 @@ impl Transport {
             tokio::time::timeout(self.timeouts.response_header, client.request(request)).await;
         // Only the path: a redirect's query may carry a signature.
         let path = uri.path();
+        if let Some(metrics) = &self.metrics {
+            let status = match &outcome {
+                Ok(Ok(resp)) => Some(resp.status()),
+                _ => None,
+            };
+            metrics.upstream_response(host, status, started.elapsed());
+        }
         match outcome {
             Ok(Ok(resp)) => {
                 tracing::debug!(
