@@ -14,6 +14,8 @@
 #   WRK_SECS [10]     seconds per manifest load run; WRK_CONNS [16] connections
 #   STARTUP_BLOBS [10000]  blobs in the data dir of the start-up case
 #   SKIP_CTR=1 / SKIP_SKOPEO=1  leave out the end-to-end pulls
+#   OUTPOST_BIN       use this outpost binary instead of building one (`cargo build --release`);
+#                     OUTPOST_REV: the commit it was built from, for the report
 #   UP_PORT [5400] OUTPOST_PORT [5401] PEER_PORT [5402] NGINX_PORT [5403]
 #   BENCH_STATE [a new /tmp/outpost-bench.XXXXXX]  state dir (removed at the end unless KEEP=1)
 set -euo pipefail
@@ -57,10 +59,19 @@ ensure_pkgs() {
 }
 ensure_pkgs docker-registry nginx-light wrk apache2-utils hyperfine skopeo containerd curl python3
 
-log "building outpost (release)"
-(cd "$REPO" && cargo build --release -q -p proxy --bin outpost) || die "cargo build --release -p proxy --bin outpost failed"
-TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-export OUTPOST_BIN=$TARGET_DIR/release/outpost
+BIN_ORIGIN="built by this run from $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?') plus any uncommitted changes"
+if [ -n "${OUTPOST_BIN:-}" ]; then
+  BIN_ORIGIN="given as OUTPOST_BIN=$OUTPOST_BIN${OUTPOST_REV:+ (built from $OUTPOST_REV)}"
+  log "using the outpost binary $OUTPOST_BIN (OUTPOST_BIN)"
+else
+  log "building outpost (release)"
+  (cd "$REPO" && cargo build --release -q -p proxy --bin outpost) || die "cargo build --release -p proxy --bin outpost failed"
+  TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  OUTPOST_BIN=$TARGET_DIR/release/outpost
+fi
+# a private copy: a rebuild during the run must not swap the binary under the benchmark
+cp "$OUTPOST_BIN" "$S/outpost-bin"
+export OUTPOST_BIN=$S/outpost-bin
 
 # ---------------------------------------------------------------- helpers
 kv() { echo "$*" >>"$KV"; }
@@ -284,7 +295,7 @@ log "writing $RESULTS"
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "- command: \`RUNS=$RUNS PEER_FANOUT_RUNS=$PEER_FANOUT_RUNS BIG=$BIG MID=$MID CLIENTS=$CLIENTS WRK_SECS=$WRK_SECS WRK_CONNS=$WRK_CONNS STARTUP_BLOBS=$STARTUP_BLOBS SKIP_CTR=${SKIP_CTR:-0} SKIP_SKOPEO=${SKIP_SKOPEO:-0} bash bench/run.sh\`"
   echo "- machine: nproc=$(nproc), memory $(free -m | awk '/Mem:/{print $2}') MiB, kernel $(uname -r), cpu $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2);print $2}')"
-  echo "- outpost: $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown) ($("$OUTPOST_BIN" --version))"
+  echo "- outpost: $("$OUTPOST_BIN" --version), binary $BIN_ORIGIN"
   echo "- versions: docker-registry $(docker-registry --version | awk '{print $3}'), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | awk '{print $1,$2}'), ab $(ab -V | awk '/Version/{print $5}' | tr -d ,), hyperfine $(hyperfine --version | awk '{print $2}'), skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), $(curl --version | head -1 | cut -d' ' -f1-2)"
   echo
   python3 "$BENCH_DIR/report.py" "$KV"
