@@ -763,4 +763,34 @@ fn containerd_over_https_with_generated_certs() {
         image.digest()
     );
     assert_eq!(containerd.content_digests(), expected_single(&image));
+
+    // A multi-arch index under a docker.io-style reference: containerd asks outpost with
+    // `?ns=docker.io` and `library/` in the path; outpost fetches it from the external registry
+    // as `spectro-images/docker.io/library/alpine`.
+    let index = Image::build(&ImageSpec {
+        multi_arch: true,
+        ..ImageSpec::small(72)
+    });
+    upstream.push(&index, "spectro-images/docker.io/library/alpine", "3");
+    containerd.forget_everything();
+    containerd.pull_ok(
+        hosts.path(),
+        "docker.io/library/alpine:3",
+        Some("linux/arm64"),
+    );
+    assert_eq!(
+        &containerd.image_digest("docker.io/library/alpine:3"),
+        index.digest()
+    );
+    assert_eq!(
+        containerd.content_digests(),
+        index.platform_digests("linux/arm64")
+    );
+    assert_upstream_saw(&upstream, "spectro-images/docker.io/library/alpine");
+    // outpost served them (its access log), under the name containerd asked for.
+    let log = outpost.stderr();
+    assert!(
+        log.contains("/v2/library/alpine/manifests/3"),
+        "outpost did not serve containerd's request: {log}"
+    );
 }
