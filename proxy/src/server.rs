@@ -100,11 +100,20 @@ pub fn serve_command(args: ServeArgs) -> Result<(), Failure> {
 fn init_logging(format: LogFormat, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
-        Some(level) => EnvFilter::new(level),
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| {
+            eprintln!(
+                "outpost: --log-level {level:?} is not a log filter ({e}); logging at \"info\" \
+                 (write a level like `debug` or directives like `info,proxy::upstream=debug`)"
+            );
+            EnvFilter::new("info")
+        }),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -107,7 +107,12 @@ impl Transport {
         uri: Uri,
         headers: &HeaderMap,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        // `user:password@` in a redirect or realm URL is never a host name: not in logs, not in
+        // metric labels.
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().rsplit('@').next().unwrap_or_default().to_owned())
+            .unwrap_or_default();
         self.send(&host, policy, method, uri, headers)
             .await
             .map_err(|f| f.into_error(&host, &self.timeouts))
