@@ -31,11 +31,13 @@ export BENCH_STATE=${BENCH_STATE:-$(mktemp -d /tmp/outpost-bench.XXXXXX)}
 RESULTS=${1:-$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).md}
 S=$BENCH_STATE
 mkdir -p "$S"
+chmod 755 "$S" # nginx's worker runs as nobody and must reach nginx-root/ (mktemp makes 0700)
 # shellcheck source=ctl.sh
 . "$BENCH_DIR/ctl.sh"
 CTL="bash $BENCH_DIR/ctl.sh"
 KV=$S/results.kv
 : >"$KV"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 cleanup() {
   set +e
@@ -211,12 +213,17 @@ kv rss_after_load_peer "$(status_kb "$(ppid_)" VmHWM)"
 
 # ---------------------------------------------------------------- CLIENTS on one uncached blob
 log "$CLIENTS concurrent clients on one uncached $MID blob"
-hf one_cold_outpost --runs "$RUNS" --prepare "$CTL outpost-cold" "curl -sf -o /dev/null $OP$MIDP"
-# fanout WHO RUN: fresh server (empty cache), CLIENTS curls at once, each body hashed
+# the baseline client does what each of the concurrent clients does: GET and hash the body
+hf one_cold_outpost --runs "$RUNS" --prepare "$CTL outpost-cold" "curl -sf $OP$MIDP | sha256sum"
+# fanout WHO RUN: fresh server (empty cache), CLIENTS curls at once, each body hashed.
+# WHO=nginx: the same CLIENTS clients on nginx serving the blob file (the machine's floor for
+# moving and hashing CLIENTS copies on these cores).
 fanout() {
   local who=$1 run=$2 url=$OP pid t0 t1 ok i
   [ "$who" = peer ] && url=$PE
-  $CTL "$who-cold"; up_quiet
+  [ "$who" = nginx ] && url=http://127.0.0.1:$NGINX_PORT/mid
+  [ "$who" = nginx ] || $CTL "$who-cold"
+  up_quiet
   local m; m=$(up_lines)
   rm -f "$S"/fan-*.sum
   t0=$(date +%s.%N)
@@ -233,6 +240,11 @@ fanout() {
   ok=$(cat "$S"/fan-*.sum | grep -c "^$MIDL\$" || true)
   kv "fanout_${who}_$run" "$(python3 -c "print(round($t1-$t0,3))") $ok $(up_blob "$m" "$MIDL") $hwm"
 }
+MIDFILE=$S/upstream/data/docker/registry/v2/blobs/sha256/${MIDL:7:2}/${MIDL:7}/data
+ln -f "$MIDFILE" "$S/nginx-root/mid"
+nginx_start
+for r in $(seq "$RUNS"); do fanout nginx "$r"; done
+$CTL nginx-stop
 for r in $(seq "$RUNS"); do fanout outpost "$r"; done
 for r in $(seq "$PEER_FANOUT_RUNS"); do fanout peer "$r"; done
 
@@ -288,7 +300,8 @@ done
 
 # ---------------------------------------------------------------- report
 stop_all
-log "writing $RESULTS"
+log "writing $RESULTS (raw figures: ${RESULTS%.md}.kv; re-render with bench/report.py)"
+cp "$KV" "${RESULTS%.md}.kv"
 {
   echo "# outpost benchmark results"
   echo
@@ -296,6 +309,7 @@ log "writing $RESULTS"
   echo "- command: \`RUNS=$RUNS PEER_FANOUT_RUNS=$PEER_FANOUT_RUNS BIG=$BIG MID=$MID CLIENTS=$CLIENTS WRK_SECS=$WRK_SECS WRK_CONNS=$WRK_CONNS STARTUP_BLOBS=$STARTUP_BLOBS SKIP_CTR=${SKIP_CTR:-0} SKIP_SKOPEO=${SKIP_SKOPEO:-0} bash bench/run.sh\`"
   echo "- machine: nproc=$(nproc), memory $(free -m | awk '/Mem:/{print $2}') MiB, kernel $(uname -r), cpu $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2);print $2}')"
   echo "- outpost: $("$OUTPOST_BIN" --version), binary $BIN_ORIGIN"
+  echo "- load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
   echo "- versions: docker-registry $(docker-registry --version | awk '{print $3}'), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | awk '{print $1,$2}'), ab $(ab -V | awk '/Version/{print $5}' | tr -d ,), hyperfine $(hyperfine --version | awk '{print $2}'), skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), $(curl --version | head -1 | cut -d' ' -f1-2)"
   echo
   python3 "$BENCH_DIR/report.py" "$KV"
