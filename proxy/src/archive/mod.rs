@@ -135,7 +135,8 @@ fn open_store(files: &[PathBuf], data_dir: Option<PathBuf>) -> Result<(Store, Re
             config.default_registry
         ))
     })?;
-    let store = Store::open(&config.data_dir).map_err(|e| Failure::Other(e.into()))?;
+    let store =
+        Store::open(&config.data_dir).map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     Ok((store, default))
 }
 
@@ -147,8 +148,9 @@ pub fn export_command(args: ExportArgs) -> Result<(), Failure> {
         .iter()
         .map(|name| crate::prefetch::ImageRef::parse(name, &default))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Failure::Other(e.into()))?;
-    let report = export(&store, &images, &args.out).map_err(|e| Failure::Other(e.into()))?;
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
+    let report =
+        export(&store, &images, &args.out).map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     print!("{report}");
     Ok(())
 }
@@ -157,7 +159,7 @@ pub fn export_command(args: ExportArgs) -> Result<(), Failure> {
 pub fn import_command(args: ImportArgs) -> Result<(), Failure> {
     let (store, default) = open_store(&args.config.files, args.data_dir)?;
     let report = import(&store, &args.archive, &default, SystemTime::now())
-        .map_err(|e| Failure::Other(e.into()))?;
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     print!("{report}");
     Ok(())
 }

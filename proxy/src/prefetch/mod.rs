@@ -642,7 +642,7 @@ pub fn prefetch_command(args: PrefetchArgs) -> Result<(), Failure> {
         .iter()
         .map(|p| Platform::parse(p))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Failure::Other(e.into()))?;
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     let options = Options {
         images: args.images,
         list: args.list,
@@ -656,10 +656,10 @@ pub fn prefetch_command(args: PrefetchArgs) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::Other(e.into()))?;
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     let report = runtime
         .block_on(prefetch(config, &options))
-        .map_err(|e| Failure::Other(e.into()))?;
+        .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
     print!("{}", report.table());
     let unstored: Vec<&str> = report
         .images
