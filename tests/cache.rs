@@ -411,3 +411,37 @@ async fn the_size_limit_evicts_least_recently_used_blobs() {
     assert!(!stored.contains(&old.hex().to_owned()), "{stored:?}");
     assert!(stored.contains(&newest.hex().to_owned()), "{stored:?}");
 }
+
+#[tokio::test]
+async fn the_catalog_lists_stored_repositories_in_pages() {
+    let fake = FakeRegistry::start().await;
+    for (i, repo) in ["a", "b", "c"].into_iter().enumerate() {
+        push_image(
+            &fake,
+            &format!("p/quay.io/cat/{repo}"),
+            "v1",
+            Bytes::from(vec![i as u8; 10]),
+        );
+    }
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    for repo in ["c", "a", "b"] {
+        let reply = client
+            .get(&outpost.url(&format!("/v2/quay.io/cat/{repo}/manifests/v1")))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let page = client.get(&outpost.url("/v2/_catalog?n=2")).await;
+    assert_eq!(
+        page.json()["repositories"],
+        serde_json::json!(["quay.io/cat/a", "quay.io/cat/b"])
+    );
+    let link = page.header("link").expect("a Link to the next page");
+    let next = &link[1..link.find('>').unwrap()];
+    let page = client.get(&outpost.url(next)).await;
+    assert_eq!(
+        page.json()["repositories"],
+        serde_json::json!(["quay.io/cat/c"])
+    );
+    assert!(page.header("link").is_none());
+}

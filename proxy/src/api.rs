@@ -109,14 +109,13 @@ async fn dispatch(
             Bytes::from_static(b"{}"),
             route.head,
         )),
-        Operation::Catalog => {
+        Operation::Catalog { n, last } => {
             let repositories = app
                 .cache
                 .as_ref()
                 .map(Cache::repositories)
                 .unwrap_or_default();
-            let body = serde_json::json!({ "repositories": repositories }).to_string();
-            Ok(json_response(StatusCode::OK, body.into(), route.head))
+            Ok(catalog(repositories, *n, last.as_deref(), route.head))
         }
         Operation::Manifest { source, reference } => {
             manifest(app, source, reference, headers, route.head).await
@@ -129,6 +128,36 @@ async fn dispatch(
             artifact_type,
         } => referrers(app, source, digest, artifact_type.as_deref(), route.head).await,
     }
+}
+
+/// `_catalog`: one page of the sorted repository names after `last`, with a `Link` to the next.
+fn catalog(
+    mut repositories: Vec<String>,
+    n: Option<u32>,
+    last: Option<&str>,
+    head: bool,
+) -> Response<Body> {
+    if let Some(last) = last {
+        repositories.retain(|r| r.as_str() > last);
+    }
+    let mut link = None;
+    if let Some(n) = n.map(|n| n as usize) {
+        if repositories.len() > n {
+            repositories.truncate(n);
+            if let Some(next) = repositories.last() {
+                link = Some(format!(
+                    "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
+                    route::percent_encode(next)
+                ));
+            }
+        }
+    }
+    let body = serde_json::json!({ "repositories": repositories }).to_string();
+    let mut response = json_response(StatusCode::OK, body.into(), head);
+    if let Some(value) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, value);
+    }
+    response
 }
 
 fn json_response(status: StatusCode, body: Bytes, head: bool) -> Response<Body> {

@@ -344,7 +344,7 @@ impl Metrics {
 pub fn operation_name(operation: &Operation) -> &'static str {
     match operation {
         Operation::Base => "base",
-        Operation::Catalog => "catalog",
+        Operation::Catalog { .. } => "catalog",
         Operation::Manifest { .. } => "manifest",
         Operation::Blob { .. } => "blob",
         Operation::Tags { .. } => "tags",

@@ -211,8 +211,11 @@ impl fmt::Display for Source {
 pub enum Operation {
     /// `GET /v2/`: the API version check.
     Base,
-    /// `GET /v2/_catalog`: the repositories held locally.
-    Catalog,
+    /// `GET /v2/_catalog?n=&last=`: the repositories held locally.
+    Catalog {
+        n: Option<u32>,
+        last: Option<String>,
+    },
     /// `GET|HEAD /v2/<name>/manifests/<reference>`
     Manifest {
         source: Source,
@@ -238,7 +241,7 @@ impl Operation {
     /// The source repository, for operations on one.
     pub fn source(&self) -> Option<&Source> {
         match self {
-            Operation::Base | Operation::Catalog => None,
+            Operation::Base | Operation::Catalog { .. } => None,
             Operation::Manifest { source, .. }
             | Operation::Blob { source, .. }
             | Operation::Tags { source, .. }
@@ -310,10 +313,20 @@ pub fn route(
     };
     let params = Query::parse(query.unwrap_or(""));
 
+    let n = || match params.get("n") {
+        None => Ok(None),
+        Some(n) => n
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| RouteError::QueryInvalid(format!("n={n:?}: expected a number"))),
+    };
     if rest == "_catalog" {
         return if read_only {
             Ok(Route {
-                operation: Operation::Catalog,
+                operation: Operation::Catalog {
+                    n: n()?,
+                    last: params.get("last").map(str::to_owned),
+                },
                 client_name: String::new(),
                 ns: None,
                 head,
@@ -346,19 +359,11 @@ pub fn route(
             source,
             digest: digest(arg)?,
         },
-        Kind::Tags => {
-            let n = match params.get("n") {
-                None => None,
-                Some(n) => Some(n.parse::<u32>().map_err(|_| {
-                    RouteError::QueryInvalid(format!("n={n:?}: expected a number"))
-                })?),
-            };
-            Operation::Tags {
-                source,
-                n,
-                last: params.get("last").map(str::to_owned),
-            }
-        }
+        Kind::Tags => Operation::Tags {
+            source,
+            n: n()?,
+            last: params.get("last").map(str::to_owned),
+        },
         Kind::Referrers => Operation::Referrers {
             source,
             digest: digest(arg)?,
@@ -533,8 +538,13 @@ mod tests {
         assert_eq!(get("/v2/", None).unwrap().operation, Operation::Base);
         assert_eq!(get("/v2", None).unwrap().operation, Operation::Base);
         assert_eq!(
-            get("/v2/_catalog", None).unwrap().operation,
-            Operation::Catalog
+            get("/v2/_catalog", Some("n=2&last=a%2Fb"))
+                .unwrap()
+                .operation,
+            Operation::Catalog {
+                n: Some(2),
+                last: Some("a/b".into())
+            }
         );
         assert!(matches!(get("/v1/", None), Err(RouteError::NotFound(_))));
     }
