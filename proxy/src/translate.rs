@@ -43,7 +43,14 @@ use crate::route::{Registry, Source};
 /// Loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`) are treated as insecure registries, as
 /// Docker and containerd do.
 pub fn translate(config: &Config, source: &Source) -> Target {
-    let full = source.to_string();
+    translate_path(config, &source.registry, source.repository.as_str())
+}
+
+/// [`translate`] for a source *prefix*: a registry and a path below it, which may be empty (the
+/// whole registry) or a part of a repository name. The routing table of `outpost check` shows
+/// these.
+pub fn translate_path(config: &Config, registry: &Registry, path: &str) -> Target {
+    let full = join(&[registry.as_str(), path]);
     if let Some((rule_target, rest)) = longest_rule(config, &full) {
         let (host, path) = rule_target.split_once('/').unwrap_or((rule_target, ""));
         let host = api_host(host);
@@ -54,11 +61,7 @@ pub fn translate(config: &Config, source: &Source) -> Target {
         };
     }
     if let Some(external) = config.external_registry() {
-        let repository = join(&[
-            &external.prefix,
-            source.registry.as_str(),
-            source.repository.as_str(),
-        ]);
+        let repository = join(&[&external.prefix, registry.as_str(), path]);
         return via(config, external, repository);
     }
     let provider = &config.provider;
@@ -66,7 +69,7 @@ pub fn translate(config: &Config, source: &Source) -> Target {
         .registry
         .as_deref()
         .and_then(Registry::parse)
-        .is_some_and(|r| r == source.registry);
+        .is_some_and(|r| r == *registry);
     let (credentials, certificates) = if is_provider {
         (provider.credentials.clone(), &provider.certificates[..])
     } else {
@@ -74,8 +77,8 @@ pub fn translate(config: &Config, source: &Source) -> Target {
     };
     direct(
         config,
-        source.registry.api_host().to_owned(),
-        source.repository.as_str().to_owned(),
+        registry.api_host().to_owned(),
+        path.to_owned(),
         credentials,
         certificates,
         false,
@@ -84,7 +87,7 @@ pub fn translate(config: &Config, source: &Source) -> Target {
 
 /// The mapping rule with the longest source that is a prefix of `full` at a `/` boundary, as
 /// (rule target, the rest of `full` after the prefix).
-fn longest_rule<'c>(config: &'c Config, full: &'c str) -> Option<(&'c str, &'c str)> {
+fn longest_rule<'a>(config: &'a Config, full: &'a str) -> Option<(&'a str, &'a str)> {
     config
         .mapping_rules
         .iter()

@@ -1,6 +1,6 @@
 //! The routing table printed by `outpost check`: one row per upstream outpost may talk to.
 //!
-//! It mirrors the translation rules of [`crate::translate`] over a source *prefix* rather than one
+//! Each row is [`crate::translate::translate_path`] applied to a source *prefix* rather than one
 //! repository: mapping rules first (longest prefix at a `/` boundary), else the external registry
 //! (the whole source under its prefix), else the source registry itself (`docker.io` is reached at
 //! `registry-1.docker.io`) with `providerCredentials` for the provider registry.
@@ -10,8 +10,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::model::{Config, Credentials, ExternalRegistry};
+use super::model::{Config, Credentials};
 use super::values::{join, parse_pem_certificates};
+use crate::cache::matches_pattern;
+use crate::route::Registry;
+use crate::translate::{translate_path, Target};
 
 /// One upstream outpost may talk to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,127 +53,34 @@ fn subjects(pems: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Registry API host of a registry name: `docker.io` is served at `registry-1.docker.io`.
-fn api_host(host: &str) -> &str {
-    if host == "docker.io" {
-        "registry-1.docker.io"
-    } else {
-        host
-    }
-}
-
-/// `localhost`, `127.0.0.0/8` or `[::1]`, with or without a port (treated as insecure, like
-/// containerd and Docker do).
-fn is_loopback(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-struct Destination<'c> {
-    host: String,
-    prefix: String,
-    credentials: Option<&'c Credentials>,
-    certificates: &'c [String],
-    insecure: bool,
-}
-
-fn via<'c>(registry: &'c ExternalRegistry, prefix: String) -> Destination<'c> {
-    Destination {
-        host: registry.host.clone(),
-        prefix,
-        credentials: registry.credentials.as_ref(),
-        certificates: &registry.certificates,
-        insecure: registry.insecure,
-    }
-}
-
-/// Where the source prefix `source` (`host[/path]`) goes.
-fn destination<'c>(config: &'c Config, source: &str) -> Destination<'c> {
-    let rule = config
-        .mapping_rules
-        .iter()
-        .filter_map(|rule| {
-            let rest = source.strip_prefix(rule.source.as_str())?;
-            (rest.is_empty() || rest.starts_with('/')).then_some((rule, rest))
-        })
-        .max_by_key(|(rule, _)| rule.source.len());
-    if let Some((rule, rest)) = rule {
-        let (host, path) = rule.target.split_once('/').unwrap_or((&rule.target, ""));
-        let host = api_host(host);
-        let prefix = join(&[path, rest]);
-        return match config.registry_for_host(host) {
-            Some(registry) => via(registry, prefix),
-            None => Destination {
-                host: host.to_owned(),
-                prefix,
-                credentials: None,
-                certificates: &[],
-                insecure: false,
-            },
-        };
-    }
-    if let Some(external) = config.external_registry() {
-        return via(external, join(&[&external.prefix, source]));
-    }
+/// `host[/path]` as a registry and a path below it.
+fn split_source(source: &str) -> Option<(Registry, &str)> {
     let (host, path) = source.split_once('/').unwrap_or((source, ""));
-    let provider = &config.provider;
-    let is_provider = provider.registry.as_deref() == Some(host);
-    Destination {
-        host: api_host(host).to_owned(),
-        prefix: path.to_owned(),
-        credentials: provider.credentials.as_ref().filter(|_| is_provider),
-        certificates: if is_provider {
-            &provider.certificates
-        } else {
-            &[]
-        },
-        insecure: false,
-    }
+    Some((Registry::parse(host)?, path))
 }
 
-/// Does `source` (a prefix) fall under an `infrastructureImages` pattern?
-fn is_infrastructure(config: &Config, source: &str) -> bool {
-    config.infrastructure_images.iter().any(|pattern| {
-        let base = pattern.trim_end_matches('*').trim_end_matches('/');
-        source == base
-            || (pattern.ends_with('*')
-                && source.starts_with(base)
-                && source[base.len()..].starts_with('/'))
-    })
-}
-
-fn row(config: &Config, source: &str, destination: Destination<'_>) -> RouteRow {
-    let insecure =
-        destination.insecure || config.site.insecure_skip_verify || is_loopback(&destination.host);
-    let pems: Vec<String> = config
-        .site
-        .ca_certs
-        .iter()
-        .chain(destination.certificates)
-        .cloned()
-        .collect();
-    let stored = config.local_registry && !is_infrastructure(config, source);
+fn row(config: &Config, source: &str, target: Target) -> RouteRow {
+    let insecure = target.tls.insecure;
+    let stored = config.local_registry
+        && !config
+            .infrastructure_images
+            .iter()
+            .any(|pattern| matches_pattern(pattern, source));
     RouteRow {
         source: source.to_owned(),
         scheme: if insecure { "http(insecure)" } else { "https" }.to_owned(),
-        host: destination.host,
-        prefix: destination.prefix,
-        credentials: credentials_label(destination.credentials),
-        extra_cas: subjects(&pems),
+        host: target.host,
+        prefix: target.repository,
+        credentials: credentials_label(target.credentials.as_ref()),
+        extra_cas: subjects(&target.tls.extra_cas),
         insecure,
         content: if stored { "stored" } else { "pass-through" }.to_owned(),
     }
 }
 
 /// One row per upstream: mapping rules, infrastructure images, `docker.io`, the default registry,
-/// the provider registry, then `*` (every other source).
+/// the provider registry, then `*` (every other source). Each row is what
+/// [`translate_path`] does with that source prefix, so the table cannot drift from the proxy.
 pub fn routing_table(config: &Config) -> Vec<RouteRow> {
     let mut sources: Vec<String> = Vec::new();
     let mut add = |s: &str| {
@@ -179,7 +89,7 @@ pub fn routing_table(config: &Config) -> Vec<RouteRow> {
         }
     };
     for rule in &config.mapping_rules {
-        add(&rule.source);
+        add(rule.source.trim_end_matches('/'));
     }
     for pattern in &config.infrastructure_images {
         add(pattern.trim_end_matches('*').trim_end_matches('/'));
@@ -191,20 +101,30 @@ pub fn routing_table(config: &Config) -> Vec<RouteRow> {
     }
     let mut rows: Vec<RouteRow> = sources
         .iter()
-        .map(|s| row(config, s, destination(config, s)))
+        .filter_map(|s| {
+            let (registry, path) = split_source(s)?;
+            Some(row(config, s, translate_path(config, &registry, path)))
+        })
         .collect();
+    // Every other source: through the external registry, or straight to its own host.
     let catch_all = match config.external_registry() {
-        Some(external) => via(external, join(&[&external.prefix, "<source>"])),
-        None => Destination {
+        Some(external) => {
+            let mut target = translate_path(config, &placeholder(), "");
+            target.repository = join(&[&external.prefix, "<source>"]);
+            target
+        }
+        None => Target {
             host: "<source host>".to_owned(),
-            prefix: String::new(),
-            credentials: None,
-            certificates: &[],
-            insecure: false,
+            ..translate_path(config, &placeholder(), "")
         },
     };
     rows.push(row(config, "*", catch_all));
     rows
+}
+
+/// A registry no rule names, for the catch-all row.
+fn placeholder() -> Registry {
+    Registry::parse("source.invalid").expect("a valid host")
 }
 
 /// The table as aligned text, with a header line.

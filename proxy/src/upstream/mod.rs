@@ -41,6 +41,7 @@ pub use redirect::resolve_location;
 
 use crate::config::{Credentials, Secret, UpstreamTimeouts};
 use crate::metrics::Metrics;
+use crate::route::percent_encode;
 use crate::translate::Target;
 use token::{Token, TokenCache, TokenKey};
 use transport::Transport;
@@ -332,10 +333,10 @@ impl Upstream {
             .map(|q| vec![q.to_owned()])
             .unwrap_or_default();
         if let Some(service) = service {
-            query.push(format!("service={}", encode_query_value(service)));
+            query.push(format!("service={}", percent_encode(service)));
         }
         for scope in scope.split(' ').filter(|s| !s.is_empty()) {
-            query.push(format!("scope={}", encode_query_value(scope)));
+            query.push(format!("scope={}", percent_encode(scope)));
         }
         let uri = Uri::builder()
             .scheme(realm_uri.scheme_str().unwrap_or("https"))
@@ -487,19 +488,6 @@ fn realm_for_display(realm: &str) -> String {
     realm.split('?').next().unwrap_or_default().to_owned()
 }
 
-/// Percent-encodes a query value (RFC 3986 unreserved characters stay as they are).
-fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,10 +495,10 @@ mod tests {
     #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(
-            encode_query_value("repository:library/alpine:pull"),
+            percent_encode("repository:library/alpine:pull"),
             "repository%3Alibrary%2Falpine%3Apull"
         );
-        assert_eq!(encode_query_value("a b,c"), "a%20b%2Cc");
+        assert_eq!(percent_encode("a b,c"), "a%20b%2Cc");
     }
 
     #[test]
