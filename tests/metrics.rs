@@ -601,3 +601,123 @@ async fn the_admin_listener_takes_the_endpoints_off_the_main_one() {
         3.0
     );
 }
+
+/// A log sink for the test's thread: every line outpost logs, as JSON.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The access log lines (target `outpost::access`) so far about requests to `upstream`.
+    fn access_lines(&self, upstream: &str) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON log line"))
+            .filter(|v| v["target"] == "outpost::access" && v["fields"]["upstream"] == upstream)
+            .collect()
+    }
+
+    /// The process-wide log sink of this test binary (JSON, outpost's own debug lines included).
+    /// Global rather than per-thread: tracing caches per call site whether anyone listens, which
+    /// a thread-local subscriber cannot reliably change while other tests run.
+    fn global() -> &'static Captured {
+        static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Captured::default();
+            let writer = logs.clone();
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter("info,proxy=debug,storage=debug,outpost=debug")
+                .with_writer(move || writer.clone())
+                .init();
+            logs
+        })
+    }
+}
+
+#[tokio::test]
+async fn access_log_lines_carry_the_request_and_no_secret() {
+    let logs = Captured::global();
+
+    const PASSWORD: &str = "pw-that-must-not-be-logged";
+    let fake = FakeRegistry::start().await;
+    fake.set_auth(Auth::bearer("alice", PASSWORD, 300));
+    let image = push_image(&fake, Bytes::from(vec![9u8; 50_000]));
+    let outpost = Outpost::start(external_config(
+        &fake.host(),
+        "p",
+        Some(("alice", PASSWORD)),
+    ))
+    .await;
+    let client = Client::new();
+    let manifest = client.get(&outpost.url(TAG_PATH)).await;
+    assert_eq!(manifest.digest(), image.manifest_digest);
+    let layer = client
+        .stream(
+            &outpost.url(&blob_path(&image.layer_digest)),
+            &[("authorization", "Basic Y2xpZW50OmNsaWVudC1zZWNyZXQ=")],
+        )
+        .await;
+    assert_eq!(&layer.body.unwrap().0, &image.layer_digest);
+
+    // The line is written when the body has been sent: wait for both.
+    let mut lines = logs.access_lines(&fake.host());
+    for _ in 0..100 {
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        lines = logs.access_lines(&fake.host());
+    }
+    assert_eq!(lines.len(), 2, "{}", logs.text());
+    let blob = &lines[1]["fields"];
+    assert_eq!(blob["method"], "GET");
+    assert_eq!(blob["path"], blob_path(&image.layer_digest));
+    assert_eq!(blob["status"], 200);
+    assert_eq!(blob["upstream"], fake.host());
+    assert_eq!(blob["cache"], "miss");
+    assert_eq!(blob["bytes"], image.layer_len);
+    assert_eq!(blob["complete"], true);
+    assert!(blob["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
+    assert_eq!(lines[0]["fields"]["path"], TAG_PATH);
+
+    // Neither the upstream password, nor the Basic value made from it, nor the tokens the fake
+    // issued, nor the client's own Authorization appear in any line, debug included.
+    let text = logs.text();
+    let mut secrets = vec![
+        PASSWORD.to_owned(),
+        "Y2xpZW50OmNsaWVudC1zZWNyZXQ=".to_owned(),
+        "client-secret".to_owned(),
+    ];
+    for request in fake.requests() {
+        if let Some(value) = request.authorization() {
+            let credential = value.split_once(' ').map_or(value, |(_, c)| c);
+            secrets.push(credential.to_owned());
+        }
+    }
+    assert!(
+        secrets.len() > 3,
+        "outpost never authenticated: {:#?}",
+        fake.requests()
+    );
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{secret:?} was logged:\n{text}"
+        );
+    }
+}

@@ -44,10 +44,22 @@ pub fn wrap(
         .then(|| ServedFrom::of(outcome.cache, outcome.upstream.is_some()))
         .flatten()
         .map(|from| metrics.served_bytes(from));
+    // hyper stops polling a body once it has sent `Content-Length` bytes (and never polls the
+    // body of a HEAD), so reaching that length is the other way a body ends.
+    let expected = if method == Method::HEAD {
+        Some(0)
+    } else {
+        parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    };
     let logged = LoggedBody {
         inner: body,
         served,
         line: Line {
+            expected,
             method,
             path,
             status: parts.status,
@@ -67,6 +79,8 @@ struct Line {
     outcome: Outcome,
     started: Instant,
     bytes: u64,
+    /// The body's length, when the response declared it.
+    expected: Option<u64>,
     complete: bool,
 }
 
@@ -80,7 +94,7 @@ impl Drop for Line {
             upstream = self.outcome.upstream.as_deref().unwrap_or("-"),
             cache = self.outcome.cache.unwrap_or("-"),
             bytes = self.bytes,
-            complete = self.complete,
+            complete = self.complete || self.expected.is_some_and(|e| self.bytes >= e),
             duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
