@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::StatusCode;
-use outpost_tests::fake::{FakeRegistry, OCI_MANIFEST};
+use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_MANIFEST};
 use outpost_tests::outpost::Client;
 use proxy::archive::{self, ArchiveError};
 use proxy::config::Config;
@@ -17,38 +17,13 @@ use proxy::prefetch::{self, ImageRef, Options};
 use proxy::route::Registry;
 use storage::{Digest, Store};
 
-struct Pushed {
-    digest: Digest,
-    manifest: Bytes,
-    blobs: Vec<(Digest, Bytes)>,
-}
-
-fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> Pushed {
-    let config = Bytes::from(format!(
-        r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#
-    ));
-    let layer = Bytes::from(vec![seed; 70_000]);
-    let blobs = vec![
-        (fake.add_blob(repo, config.clone()), config),
-        (fake.add_blob(repo, layer.clone()), layer),
-    ];
-    let manifest = Bytes::from(
-        serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": blobs[0].0.to_string(), "size": blobs[0].1.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": blobs[1].0.to_string(), "size": blobs[1].1.len()}],
-        })
-        .to_string(),
-    );
-    let digest = fake.add_manifest(repo, tag, OCI_MANIFEST, manifest.clone());
-    Pushed {
-        digest,
-        manifest,
-        blobs,
-    }
+fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> PushedImage {
+    fake.push_image(
+        repo,
+        Some(tag),
+        &format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#),
+        vec![Bytes::from(vec![seed; 70_000])],
+    )
 }
 
 fn config_in(dir: &Path) -> Config {
@@ -152,7 +127,7 @@ async fn export_writes_an_oci_image_layout_with_names_and_verified_blobs() {
         .iter()
         .flat_map(|i| {
             std::iter::once(i.digest.hex().to_owned())
-                .chain(i.blobs.iter().map(|(d, _)| d.hex().to_owned()))
+                .chain(i.blobs().map(|(d, _)| d.hex().to_owned()))
         })
         .collect();
     expected.sort();
@@ -212,7 +187,7 @@ async fn an_imported_archive_is_served_with_no_upstream() {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.body, web.manifest);
     assert_eq!(reply.header("content-type"), Some(OCI_MANIFEST));
-    for (digest, bytes) in &web.blobs {
+    for (digest, bytes) in web.blobs() {
         let blob = client
             .get(&url(format!("/v2/{host}/apps/web/blobs/{digest}")))
             .await;
@@ -236,7 +211,7 @@ async fn a_corrupt_archive_is_refused_with_the_digest_and_nothing_is_tagged() {
     let _source = exported(&[format!("{host}/apps/web:1")], &tar).await;
     fake.stop().await;
 
-    let layer = &web.blobs[1].0;
+    let layer = &web.layers[0].0;
     let mut files = read_tar(&tar);
     let entry = files
         .get_mut(&format!("blobs/sha256/{}", layer.hex()))
@@ -277,7 +252,7 @@ async fn an_archive_missing_a_layer_is_refused_and_nothing_is_tagged() {
     let tar = out.path().join("images.tar");
     let _source = exported(&[format!("{host}/apps/web:1")], &tar).await;
 
-    let layer = &web.blobs[1].0;
+    let layer = &web.layers[0].0;
     let mut files = read_tar(&tar);
     files.remove(&format!("blobs/sha256/{}", layer.hex()));
     let incomplete = out.path().join("incomplete.tar");

@@ -6,38 +6,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use outpost_tests::fake::{FakeRegistry, OCI_MANIFEST};
+use outpost_tests::fake::{FakeRegistry, PushedImage};
 use outpost_tests::outpost::{external_config, Client, Outpost};
 use proxy::config::Config;
 use storage::Digest;
 
-struct Image {
-    manifest_digest: Digest,
-    config_digest: Digest,
-    layer: Bytes,
-    layer_digest: Digest,
-}
-
-fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, layer: Bytes) -> Image {
-    let config = Bytes::from(format!(r#"{{"os":"linux","tag":"{tag}"}}"#));
-    let config_digest = fake.add_blob(repo, config.clone());
-    let layer_digest = fake.add_blob(repo, layer.clone());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest.to_string(), "size": layer.len()}],
-    })
-    .to_string();
-    let manifest_digest = fake.add_manifest(repo, tag, OCI_MANIFEST, manifest);
-    Image {
-        manifest_digest,
-        config_digest,
-        layer,
-        layer_digest,
-    }
+fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, layer: Bytes) -> PushedImage {
+    fake.push_image(
+        repo,
+        Some(tag),
+        &format!(r#"{{"os":"linux","tag":"{tag}"}}"#),
+        vec![layer],
+    )
 }
 
 const REPO: &str = "p/quay.io/app/x";
@@ -67,13 +47,13 @@ fn stored_blobs(data_dir: &Path) -> Vec<String> {
 }
 
 /// Pulls the whole image (manifest by tag, config, layer) and checks every digest.
-async fn pull(client: &Client, outpost: &Outpost, image: &Image) {
+async fn pull(client: &Client, outpost: &Outpost, image: &PushedImage) {
     let manifest = client
         .get(&outpost.url("/v2/quay.io/app/x/manifests/v1"))
         .await;
     assert_eq!(manifest.status, StatusCode::OK, "{:?}", manifest.body);
-    assert_eq!(manifest.digest(), image.manifest_digest);
-    for digest in [&image.config_digest, &image.layer_digest] {
+    assert_eq!(manifest.digest(), image.digest);
+    for (digest, _) in image.blobs() {
         let blob = client.stream(&outpost.url(&blob_path(digest)), &[]).await;
         assert_eq!(blob.status, StatusCode::OK);
         assert_eq!(&blob.body.unwrap().0, digest);
@@ -98,7 +78,7 @@ async fn a_warm_pull_costs_the_upstream_nothing() {
     let cold_requests = fake.requests().len();
     let cold_bytes = fake.blob_bytes_sent();
     assert_eq!(
-        fake.requests_matching("GET", &image.layer_digest.to_string())
+        fake.requests_matching("GET", &image.layers[0].0.to_string())
             .len(),
         1,
         "the cold pull fetched the layer more than once"
@@ -106,19 +86,16 @@ async fn a_warm_pull_costs_the_upstream_nothing() {
     pull(&client, &outpost, &image).await;
     // By digest too, and HEAD.
     let by_digest = client
-        .get(&outpost.url(&format!(
-            "/v2/quay.io/app/x/manifests/{}",
-            image.manifest_digest
-        )))
+        .get(&outpost.url(&format!("/v2/quay.io/app/x/manifests/{}", image.digest)))
         .await;
     assert_eq!(by_digest.status, StatusCode::OK);
     let head = client
-        .head(&outpost.url(&blob_path(&image.layer_digest)))
+        .head(&outpost.url(&blob_path(&image.layers[0].0)))
         .await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(
         head.header("content-length"),
-        Some(image.layer.len().to_string().as_str())
+        Some(image.layers[0].1.len().to_string().as_str())
     );
     assert_eq!(
         fake.requests().len(),
@@ -200,28 +177,28 @@ async fn a_client_leaving_mid_blob_does_not_stop_the_fill() {
 async fn a_corrupt_upstream_blob_is_not_stored_and_the_next_pull_recovers() {
     let fake = FakeRegistry::start().await;
     let image = push_image(&fake, REPO, "v1", Bytes::from(vec![9u8; 500_000]));
-    fake.corrupt_blob(&image.layer_digest);
+    fake.corrupt_blob(&image.layers[0].0);
     let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
     let client = Client::new();
     let bad = client
-        .stream(&outpost.url(&blob_path(&image.layer_digest)), &[])
+        .stream(&outpost.url(&blob_path(&image.layers[0].0)), &[])
         .await;
     assert!(bad.body.is_err(), "a corrupt blob ended cleanly");
-    assert!(!stored_blobs(outpost.data_dir.path()).contains(&image.layer_digest.hex().to_owned()));
-    fake.repair_blob(&image.layer_digest);
+    assert!(!stored_blobs(outpost.data_dir.path()).contains(&image.layers[0].0.hex().to_owned()));
+    fake.repair_blob(&image.layers[0].0);
     let good = client
-        .stream(&outpost.url(&blob_path(&image.layer_digest)), &[])
+        .stream(&outpost.url(&blob_path(&image.layers[0].0)), &[])
         .await;
     assert_eq!(
         good.body.unwrap(),
-        (image.layer_digest.clone(), image.layer.len() as u64)
+        (image.layers[0].0.clone(), image.layers[0].1.len() as u64)
     );
     assert_eq!(
-        fake.requests_matching("GET", &image.layer_digest.to_string())
+        fake.requests_matching("GET", &image.layers[0].0.to_string())
             .len(),
         2
     );
-    assert!(stored_blobs(outpost.data_dir.path()).contains(&image.layer_digest.hex().to_owned()));
+    assert!(stored_blobs(outpost.data_dir.path()).contains(&image.layers[0].0.hex().to_owned()));
 }
 
 #[tokio::test]
@@ -242,12 +219,9 @@ async fn offline_the_stored_image_is_served_by_tag_and_digest() {
     // Within the TTL: a plain hit.
     pull(&client, &outpost, &image).await;
     let by_digest = client
-        .get(&outpost.url(&format!(
-            "/v2/quay.io/app/x/manifests/{}",
-            image.manifest_digest
-        )))
+        .get(&outpost.url(&format!("/v2/quay.io/app/x/manifests/{}", image.digest)))
         .await;
-    assert_eq!(by_digest.digest(), image.manifest_digest);
+    assert_eq!(by_digest.digest(), image.digest);
     // After the TTL: the revalidation fails, the stored manifest is served with a Warning.
     jump(Duration::from_secs(301)).await;
     let client = Client::new();
@@ -255,7 +229,7 @@ async fn offline_the_stored_image_is_served_by_tag_and_digest() {
         .get(&outpost.url("/v2/quay.io/app/x/manifests/v1"))
         .await;
     assert_eq!(stale.status, StatusCode::OK, "{:?}", stale.body);
-    assert_eq!(stale.digest(), image.manifest_digest);
+    assert_eq!(stale.digest(), image.digest);
     assert!(stale
         .header("warning")
         .is_some_and(|w| w.starts_with("110")));
@@ -275,32 +249,32 @@ async fn an_expired_tag_is_revalidated_with_a_head() {
     let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
     let client = Client::new();
     let url = outpost.url("/v2/quay.io/app/x/manifests/v1");
-    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    assert_eq!(client.get(&url).await.digest(), image.digest);
     // Within the TTL (default 5 minutes): no upstream request.
     fake.clear_requests();
     jump(Duration::from_secs(299)).await;
     let client = Client::new();
-    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    assert_eq!(client.get(&url).await.digest(), image.digest);
     assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
     // Past it: one HEAD, no GET; the digest is unchanged so the stored manifest is served.
     jump(Duration::from_secs(2)).await;
     let client = Client::new();
-    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    assert_eq!(client.get(&url).await.digest(), image.digest);
     assert_eq!(fake.requests_matching("HEAD", "/manifests/v1").len(), 1);
     assert_eq!(fake.requests_matching("GET", "/manifests/").len(), 0);
     // The check time was refreshed: asking again within the TTL costs nothing.
     fake.clear_requests();
-    assert_eq!(client.get(&url).await.digest(), image.manifest_digest);
+    assert_eq!(client.get(&url).await.digest(), image.digest);
     assert!(fake.requests().is_empty());
     // The tag moves upstream: after the TTL the new manifest is fetched and served.
     let moved = push_image(&fake, REPO, "v1", Bytes::from(vec![3u8; 1000]));
     jump(Duration::from_secs(301)).await;
     let client = Client::new();
     let reply = client.get(&url).await;
-    assert_eq!(reply.digest(), moved.manifest_digest);
+    assert_eq!(reply.digest(), moved.digest);
     assert_eq!(
         reply.header("docker-content-digest"),
-        Some(moved.manifest_digest.to_string().as_str())
+        Some(moved.digest.to_string().as_str())
     );
 }
 
@@ -311,7 +285,7 @@ async fn ranges_cold_and_warm() {
     let image = push_image(&fake, REPO, "v1", Bytes::from(layer.clone()));
     let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
     let client = Client::new();
-    let url = outpost.url(&blob_path(&image.layer_digest));
+    let url = outpost.url(&blob_path(&image.layers[0].0));
     // Cold: the range is served from the fill, which downloads the whole blob once.
     let cold = client.get_with(&url, &[("range", "bytes=1000-1999")]).await;
     assert_eq!(cold.status, StatusCode::PARTIAL_CONTENT);
@@ -335,7 +309,7 @@ async fn ranges_cold_and_warm() {
         Some("bytes */100000")
     );
     assert_eq!(
-        fake.requests_matching("GET", &image.layer_digest.to_string())
+        fake.requests_matching("GET", &image.layers[0].0.to_string())
             .len(),
         1
     );
@@ -355,7 +329,7 @@ async fn infrastructure_images_pass_through_unstored() {
     pull(&client, &outpost, &image).await;
     assert!(stored_blobs(outpost.data_dir.path()).is_empty());
     assert_eq!(
-        fake.requests_matching("GET", &image.layer_digest.to_string())
+        fake.requests_matching("GET", &image.layers[0].0.to_string())
             .len(),
         2
     );

@@ -3,63 +3,41 @@
 
 use bytes::Bytes;
 use http::StatusCode;
-use outpost_tests::fake::{FakeRegistry, OCI_INDEX, OCI_MANIFEST};
+use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_INDEX, OCI_MANIFEST};
 use outpost_tests::outpost::{Client, Outpost};
 use proxy::config::Config;
 use proxy::prefetch::{self, Options, Platform, PrefetchError};
 use storage::{Digest, Store};
 
 /// An image pushed to the fake: manifest digest and its blobs (config first).
-struct Pushed {
-    digest: Digest,
-    manifest: Bytes,
-    blobs: Vec<(Digest, Bytes)>,
+fn image_of(
+    fake: &FakeRegistry,
+    repo: &str,
+    tag: Option<&str>,
+    seed: u8,
+    layers: usize,
+) -> PushedImage {
+    fake.push_image(
+        repo,
+        tag,
+        &format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#),
+        (0..layers)
+            .map(|i| Bytes::from(vec![seed.wrapping_add(i as u8); 50_000 + i * 1000]))
+            .collect(),
+    )
 }
 
-fn manifest_of(fake: &FakeRegistry, repo: &str, seed: u8, layers: usize) -> Pushed {
-    let config = Bytes::from(format!(
-        r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#
-    ));
-    let mut blobs = vec![(fake.add_blob(repo, config.clone()), config)];
-    for i in 0..layers {
-        let layer = Bytes::from(vec![seed.wrapping_add(i as u8); 50_000 + i * 1000]);
-        blobs.push((fake.add_blob(repo, layer.clone()), layer));
-    }
-    let descriptor = |(digest, bytes): &(Digest, Bytes), media_type: &str| serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()});
-    let manifest = Bytes::from(
-        serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptor(&blobs[0], "application/vnd.oci.image.config.v1+json"),
-            "layers": blobs[1..].iter().map(|b| descriptor(b, "application/vnd.oci.image.layer.v1.tar")).collect::<Vec<_>>(),
-        })
-        .to_string(),
-    );
-    let digest = Digest::compute(storage::Algorithm::Sha256, &manifest);
-    Pushed {
-        digest,
-        manifest,
-        blobs,
-    }
-}
-
-fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8, layers: usize) -> Pushed {
-    let image = manifest_of(fake, repo, seed, layers);
-    fake.add_manifest(repo, tag, OCI_MANIFEST, image.manifest.clone());
-    image
+fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8, layers: usize) -> PushedImage {
+    image_of(fake, repo, Some(tag), seed, layers)
 }
 
 /// A multi-platform image: an index over linux/amd64, linux/arm64 and linux/s390x.
-fn push_index(fake: &FakeRegistry, repo: &str, tag: &str) -> (Digest, Vec<Pushed>) {
+fn push_index(fake: &FakeRegistry, repo: &str, tag: &str) -> (Digest, Vec<PushedImage>) {
     let platforms = ["amd64", "arm64", "s390x"];
-    let children: Vec<Pushed> = platforms
+    let children: Vec<PushedImage> = platforms
         .iter()
         .enumerate()
-        .map(|(i, _)| {
-            let child = manifest_of(fake, repo, 100 + i as u8 * 10, 1);
-            fake.add_manifest_by_digest(repo, OCI_MANIFEST, child.manifest.clone());
-            child
-        })
+        .map(|(i, _)| image_of(fake, repo, None, 100 + i as u8 * 10, 1))
         .collect();
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -153,7 +131,7 @@ async fn provider_first_then_infrastructure_images_then_the_rest() {
     assert!(report.table().contains("not stored (infrastructure image)"));
     let gets = blob_gets(&fake);
     for image in [&core, &pause, &web, &db] {
-        for (digest, _) in &image.blobs {
+        for (digest, _) in image.blobs() {
             assert_eq!(
                 gets.iter().filter(|g| **g == digest.to_string()).count(),
                 1,
@@ -162,10 +140,10 @@ async fn provider_first_then_infrastructure_images_then_the_rest() {
         }
     }
     let store = Store::open(dir.path()).unwrap();
-    for (digest, _) in web.blobs.iter().chain(&db.blobs) {
+    for (digest, _) in web.blobs().chain(db.blobs()) {
         assert!(store.stat(digest).is_some(), "{digest} not stored");
     }
-    for (digest, _) in core.blobs.iter().chain(&pause.blobs) {
+    for (digest, _) in core.blobs().chain(pause.blobs()) {
         assert!(store.stat(digest).is_none(), "{digest} stored");
     }
     assert_eq!(
@@ -178,7 +156,7 @@ async fn provider_first_then_infrastructure_images_then_the_rest() {
     );
     assert_eq!(report.images[2].digest.as_ref(), Some(&web.digest));
     assert_eq!(report.images[2].layers, 2);
-    let web_bytes: u64 = web.blobs.iter().map(|(_, b)| b.len() as u64).sum();
+    let web_bytes: u64 = web.blobs().map(|(_, b)| b.len() as u64).sum();
     assert_eq!(report.images[2].bytes, web_bytes);
     assert_eq!(report.images[2].from_upstream, web_bytes);
 }
@@ -188,7 +166,7 @@ async fn a_rerun_after_an_interruption_fetches_only_what_is_missing() {
     let fake = FakeRegistry::start().await;
     let host = fake.host();
     let image = push(&fake, "apps/web", "1", 7, 3);
-    let broken = image.blobs[2].0.clone();
+    let broken = image.layers[1].0.clone();
     fake.corrupt_blob(&broken);
     let dir = tempfile::tempdir().unwrap();
     let names = [format!("{host}/apps/web:1")];
@@ -208,7 +186,7 @@ async fn a_rerun_after_an_interruption_fetches_only_what_is_missing() {
         .unwrap();
     assert!(second.success(), "{second:?}");
     assert_eq!(blob_gets(&fake), [broken.to_string()]);
-    let broken_size = image.blobs[2].1.len() as u64;
+    let broken_size = image.layers[1].1.len() as u64;
     assert_eq!(second.images[0].from_upstream, broken_size);
     assert_eq!(
         second.images[0].from_store,
@@ -245,7 +223,7 @@ async fn standalone_prefetch_of_an_index_is_served_offline() {
     assert!(!asked
         .iter()
         .any(|r| r.path.ends_with(&s390x.digest.to_string())));
-    for (digest, _) in &s390x.blobs {
+    for (digest, _) in s390x.blobs() {
         assert!(!asked.iter().any(|r| r.path.ends_with(&digest.to_string())));
     }
 
@@ -271,7 +249,7 @@ async fn standalone_prefetch_of_an_index_is_served_offline() {
             .await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.body, child.manifest);
-        for (digest, bytes) in &child.blobs {
+        for (digest, bytes) in child.blobs() {
             let blob = client
                 .get(&url(format!("/v2/{host}/apps/multi/blobs/{digest}")))
                 .await;
@@ -295,7 +273,7 @@ async fn platforms_can_be_chosen_and_a_missing_one_is_reported() {
     assert!(report.success(), "{report:?}");
     assert_eq!(report.images[0].platforms, ["linux/s390x"]);
     let gets = blob_gets(&fake);
-    assert_eq!(gets.len(), children[2].blobs.len());
+    assert_eq!(gets.len(), children[2].blobs().count());
 
     opts.platforms = vec![Platform::parse("windows/amd64").unwrap()];
     let report = prefetch::prefetch(config_in(dir.path()), &opts)
@@ -336,10 +314,10 @@ async fn through_a_running_server_which_stores_the_content() {
         .await
         .unwrap();
     assert!(report.success(), "{report:?}");
-    let total: u64 = image.blobs.iter().map(|(_, b)| b.len() as u64).sum();
+    let total: u64 = image.blobs().map(|(_, b)| b.len() as u64).sum();
     assert_eq!(report.images[0].via_server, total);
     assert_eq!(report.images[0].digest.as_ref(), Some(&image.digest));
-    assert_eq!(blob_gets(&fake).len(), image.blobs.len());
+    assert_eq!(blob_gets(&fake).len(), image.blobs().count());
 
     // The server kept it: again through it, the upstream sees no blob request.
     fake.clear_requests();

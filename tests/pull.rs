@@ -5,44 +5,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use outpost_tests::fake::{Auth, FakeRegistry, OCI_INDEX, OCI_MANIFEST};
+use outpost_tests::fake::{Auth, FakeRegistry, PushedImage, OCI_INDEX, OCI_MANIFEST};
 use outpost_tests::outpost::{external_config, Client, Outpost};
 use proxy::config::{Config, Credentials, ExternalRegistry, MappingRule, Secret};
 use storage::Digest;
 
 /// A small image in `repo` of `fake`: a config blob, one layer, and a manifest tagged `tag`.
-struct Image {
-    manifest: Bytes,
-    manifest_digest: Digest,
-    layer: Bytes,
-    layer_digest: Digest,
-}
-
-fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> Image {
-    let config = Bytes::from(format!(
-        r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#
-    ));
-    let layer = Bytes::from(vec![seed; 100_000]);
-    let config_digest = fake.add_blob(repo, config.clone());
-    let layer_digest = fake.add_blob(repo, layer.clone());
-    let manifest = Bytes::from(
-        serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": config_digest.to_string(), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": layer_digest.to_string(), "size": layer.len()}],
-        })
-        .to_string(),
-    );
-    let manifest_digest = fake.add_manifest(repo, tag, OCI_MANIFEST, manifest.clone());
-    Image {
-        manifest,
-        manifest_digest,
-        layer,
-        layer_digest,
-    }
+fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> PushedImage {
+    fake.push_image(
+        repo,
+        Some(tag),
+        &format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#),
+        vec![Bytes::from(vec![seed; 100_000])],
+    )
 }
 
 #[tokio::test]
@@ -80,7 +55,7 @@ async fn external_registry_prefix_in_every_routing_form() {
         assert_eq!(reply.body, image.manifest, "{path}");
         assert_eq!(
             reply.header("docker-content-digest"),
-            Some(image.manifest_digest.to_string().as_str())
+            Some(image.digest.to_string().as_str())
         );
         assert_eq!(reply.header("content-type"), Some(OCI_MANIFEST));
         assert_eq!(
@@ -95,7 +70,7 @@ async fn external_registry_prefix_in_every_routing_form() {
     ] {
         let reply = client.get(&outpost.url(path)).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}: {:?}", reply.body);
-        assert_eq!(reply.digest(), hub.manifest_digest, "{path}");
+        assert_eq!(reply.digest(), hub.digest, "{path}");
     }
     let upstream_paths: Vec<String> = fake
         .requests_matching("GET", "/manifests/")
@@ -110,7 +85,7 @@ async fn external_registry_prefix_in_every_routing_form() {
         .stream(
             &outpost.url(&format!(
                 "/v2/quay.io/kairos/core/blobs/{}",
-                image.layer_digest
+                image.layers[0].0
             )),
             &[],
         )
@@ -118,7 +93,7 @@ async fn external_registry_prefix_in_every_routing_form() {
     assert_eq!(blob.status, StatusCode::OK);
     assert_eq!(
         blob.body.unwrap(),
-        (image.layer_digest.clone(), image.layer.len() as u64)
+        (image.layers[0].0.clone(), image.layers[0].1.len() as u64)
     );
 }
 
@@ -131,14 +106,14 @@ async fn head_answers_the_same_headers_without_a_body() {
     for (path, digest, len, content_type) in [
         (
             "/v2/quay.io/a/b/manifests/v1".to_owned(),
-            &image.manifest_digest,
+            &image.digest,
             image.manifest.len(),
             OCI_MANIFEST,
         ),
         (
-            format!("/v2/quay.io/a/b/blobs/{}", image.layer_digest),
-            &image.layer_digest,
-            image.layer.len(),
+            format!("/v2/quay.io/a/b/blobs/{}", image.layers[0].0),
+            &image.layers[0].0,
+            image.layers[0].1.len(),
             "application/octet-stream",
         ),
     ] {
@@ -193,17 +168,14 @@ async fn manifest_by_digest_is_checked_against_the_digest() {
     let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
     let client = Client::new();
     let by_digest = client
-        .get(&outpost.url(&format!(
-            "/v2/quay.io/a/b/manifests/{}",
-            image.manifest_digest
-        )))
+        .get(&outpost.url(&format!("/v2/quay.io/a/b/manifests/{}", image.digest)))
         .await;
     assert_eq!(by_digest.status, StatusCode::OK);
     assert_eq!(by_digest.body, image.manifest);
 
     assert_eq!(
         by_digest.header("docker-content-digest"),
-        Some(image.manifest_digest.to_string().as_str())
+        Some(image.digest.to_string().as_str())
     );
 
     // An upstream answering a digest request with other bytes: 502, nothing returned.
@@ -240,11 +212,11 @@ async fn manifest_by_digest_is_checked_against_the_digest() {
 async fn corrupt_blob_never_ends_cleanly() {
     let fake = FakeRegistry::start().await;
     let image = push_image(&fake, "p/quay.io/a/b", "v1", 5);
-    fake.corrupt_blob(&image.layer_digest);
+    fake.corrupt_blob(&image.layers[0].0);
     let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
     let streamed = Client::new()
         .stream(
-            &outpost.url(&format!("/v2/quay.io/a/b/blobs/{}", image.layer_digest)),
+            &outpost.url(&format!("/v2/quay.io/a/b/blobs/{}", image.layers[0].0)),
             &[],
         )
         .await;
@@ -270,13 +242,13 @@ async fn bearer_tokens_are_fetched_once_for_many_requests() {
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let client = client.clone();
-        let url = outpost.url(&format!("/v2/quay.io/a/b/blobs/{}", image.layer_digest));
+        let url = outpost.url(&format!("/v2/quay.io/a/b/blobs/{}", image.layers[0].0));
         tasks.push(tokio::spawn(async move { client.stream(&url, &[]).await }));
     }
     for task in tasks {
         let streamed = task.await.unwrap();
         assert_eq!(streamed.status, StatusCode::OK);
-        assert_eq!(streamed.body.unwrap().0, image.layer_digest);
+        assert_eq!(streamed.body.unwrap().0, image.layers[0].0);
     }
     assert_eq!(fake.token_fetches(), 1);
 }
@@ -313,12 +285,12 @@ async fn redirects_to_a_cdn_carry_no_credentials() {
     let outpost = Outpost::start(external_config(&fake.host(), "p", Some(("ubuntu", "pw")))).await;
     let streamed = Client::new()
         .stream(
-            &outpost.url(&format!("/v2/quay.io/a/b/blobs/{}", image.layer_digest)),
+            &outpost.url(&format!("/v2/quay.io/a/b/blobs/{}", image.layers[0].0)),
             &[],
         )
         .await;
     assert_eq!(streamed.status, StatusCode::OK);
-    assert_eq!(streamed.body.unwrap().0, image.layer_digest);
+    assert_eq!(streamed.body.unwrap().0, image.layers[0].0);
     assert_eq!(cdn.rejected_with_authorization(), 0);
     assert_eq!(cdn.requests_matching("GET", "/blobs/").len(), 1);
 }
@@ -336,7 +308,7 @@ async fn a_client_authorization_header_is_not_forwarded() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.digest(), image.manifest_digest);
+    assert_eq!(reply.digest(), image.digest);
     assert!(!fake.requests().is_empty());
     assert!(fake.requests().iter().all(|r| r.authorization().is_none()));
 }
@@ -462,7 +434,7 @@ async fn mapping_rules_pick_the_target_and_its_credentials() {
         .get(&outpost.url("/v2/us-docker.pkg.dev/palette-images/edge/app/manifests/v1"))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.digest(), image.manifest_digest);
+    assert_eq!(reply.digest(), image.digest);
     assert!(fallback.requests().is_empty());
     assert_eq!(
         mirror

@@ -327,6 +327,23 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, tls: Option<TlsAc
     }
 }
 
+/// A small OCI image added to a fake registry with [`FakeRegistry::push_image`].
+#[derive(Debug, Clone)]
+pub struct PushedImage {
+    /// The manifest's digest and bytes.
+    pub digest: Digest,
+    pub manifest: Bytes,
+    pub config: (Digest, Bytes),
+    pub layers: Vec<(Digest, Bytes)>,
+}
+
+impl PushedImage {
+    /// The config blob, then the layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &(Digest, Bytes)> {
+        std::iter::once(&self.config).chain(&self.layers)
+    }
+}
+
 /// The fake registry. Dropping it shuts the server down.
 pub struct FakeRegistry {
     server: Server,
@@ -409,6 +426,46 @@ impl FakeRegistry {
             .or_default()
             .blobs
             .insert(digest, content);
+    }
+
+    /// Stores an image: `config` (JSON) and `layers` as blobs, and an OCI manifest over them,
+    /// reachable by digest and, with `tag`, by that tag.
+    pub fn push_image(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        config: &str,
+        layers: Vec<Bytes>,
+    ) -> PushedImage {
+        let config = Bytes::from(config.to_owned());
+        let config = (self.add_blob(repo, config.clone()), config);
+        let layers: Vec<(Digest, Bytes)> = layers
+            .into_iter()
+            .map(|layer| (self.add_blob(repo, layer.clone()), layer))
+            .collect();
+        let descriptor = |(digest, bytes): &(Digest, Bytes), media_type: &str| serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()});
+        let manifest = Bytes::from(
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": descriptor(&config, "application/vnd.oci.image.config.v1+json"),
+                "layers": layers
+                    .iter()
+                    .map(|l| descriptor(l, "application/vnd.oci.image.layer.v1.tar"))
+                    .collect::<Vec<_>>(),
+            })
+            .to_string(),
+        );
+        let digest = match tag {
+            Some(tag) => self.add_manifest(repo, tag, OCI_MANIFEST, manifest.clone()),
+            None => self.add_manifest_by_digest(repo, OCI_MANIFEST, manifest.clone()),
+        };
+        PushedImage {
+            digest,
+            manifest,
+            config,
+            layers,
+        }
     }
 
     /// Stores a manifest under its digest and tags it `tag`; returns the digest.
