@@ -221,7 +221,7 @@ hf one_cold_outpost --runs "$RUNS" --prepare "$CTL outpost-cold" "curl -sf $OP$M
 fanout() {
   local who=$1 run=$2 url=$OP pid t0 t1 ok i
   [ "$who" = peer ] && url=$PE
-  [ "$who" = nginx ] && url=http://127.0.0.1:$NGINX_PORT/mid
+  [ "$who" = nginx ] && url=http://127.0.0.1:$NGINX_PORT
   [ "$who" = nginx ] || $CTL "$who-cold"
   up_quiet
   local m; m=$(up_lines)
@@ -241,7 +241,7 @@ fanout() {
   kv "fanout_${who}_$run" "$(python3 -c "print(round($t1-$t0,3))") $ok $(up_blob "$m" "$MIDL") $hwm"
 }
 MIDFILE=$S/upstream/data/docker/registry/v2/blobs/sha256/${MIDL:7:2}/${MIDL:7}/data
-ln -f "$MIDFILE" "$S/nginx-root/mid"
+mkdir -p "$S/nginx-root/v2/bench/mid/blobs"; ln -f "$MIDFILE" "$S/nginx-root$MIDP"
 nginx_start
 for r in $(seq "$RUNS"); do fanout nginx "$r"; done
 $CTL nginx-stop
