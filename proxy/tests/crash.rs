@@ -129,3 +129,47 @@ async fn sigkill_mid_fill_leaves_no_partial_blob() {
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(stored[0].ends_with(digest.hex()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_transfers_finish() {
+    let fake = FakeRegistry::start().await;
+    let len = 16u64 << 20;
+    let digest = fake.add_large_blob("p/quay.io/big/app", len, 12);
+    fake.throttle_blobs(Some(8 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outpost.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "stylus:\n  registryCredentials:\n    domain: {}/p\n    insecure: true\n",
+            fake.host()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut server = serve(&config, &dir.path().join("data"), port).await;
+    let url = format!("{}/v2/quay.io/big/app/blobs/{digest}", server.url);
+    let pull = tokio::spawn(async move { Client::new().stream(&url, &[]).await });
+    while fake.blob_bytes_sent() < 2 << 20 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // New connections are refused at once; the transfer in flight completes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "still accepting after SIGTERM"
+    );
+    let pulled = pull.await.unwrap();
+    assert_eq!(pulled.body.unwrap(), (digest, len));
+    let exit = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "outpost exited with {exit}");
+}
