@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use outpost_tests::fake::{Auth, FakeRegistry, OCI_MANIFEST};
+use outpost_tests::fake::{Auth, FakeRegistry};
 use outpost_tests::outpost::{external_config, Client, Outpost};
 use proxy::config::{CacheConfig, Config};
 use storage::{Algorithm, Digest};
@@ -23,24 +23,19 @@ struct Image {
     layer_len: u64,
 }
 
+/// A one-layer image tagged `v1` in [`REPO`] (with [`FakeRegistry::push_image`]).
 fn push_image(fake: &FakeRegistry, layer: Bytes) -> Image {
-    let config = Bytes::from_static(br#"{"os":"linux","architecture":"amd64"}"#);
-    let config_digest = fake.add_blob(REPO, config.clone());
-    let layer_digest = fake.add_blob(REPO, layer.clone());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest.to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest.to_string(), "size": layer.len()}],
-    })
-    .to_string();
-    let manifest_digest = fake.add_manifest(REPO, "v1", OCI_MANIFEST, manifest);
+    let pushed = fake.push_image(
+        REPO,
+        Some("v1"),
+        r#"{"os":"linux","architecture":"amd64"}"#,
+        vec![layer],
+    );
+    let (layer_digest, layer) = pushed.layers[0].clone();
     Image {
-        manifest_digest,
-        config_digest,
-        config_len: config.len() as u64,
+        manifest_digest: pushed.digest,
+        config_digest: pushed.config.0.clone(),
+        config_len: pushed.config.1.len() as u64,
         layer_digest,
         layer_len: layer.len() as u64,
     }
