@@ -5,7 +5,7 @@
 # Usage: bash bench/run.sh [RESULTS.md]        (default: bench/results-<UTC date>.md)
 # Needs root for apt-get and containerd. See BENCHMARKS.md for what each case measures.
 #
-# Env knobs (defaults in brackets; the quick mode is RUNS=2 BIG=256M MID=64M WRK_SECS=3):
+# Env knobs (defaults in brackets; a quick mode: RUNS=2 BIG=64M MID=16M CLIENTS=5 WRK_SECS=2):
 #   RUNS [5]          timed runs per case (hyperfine --runs; 20-client case: runs of outpost)
 #   PEER_FANOUT_RUNS [1]  runs of the 20-client case through the peer (~13 s each)
 #   BIG [1G]          layer size for the warm/cold GET and the skopeo/ctr pulls
