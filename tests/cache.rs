@@ -198,7 +198,19 @@ async fn a_corrupt_upstream_blob_is_not_stored_and_the_next_pull_recovers() {
             .len(),
         2
     );
-    assert!(stored_blobs(outpost.data_dir.path()).contains(&image.layers[0].0.hex().to_owned()));
+    // The commit (fsync, rename) finishes after the client has its last byte.
+    wait_until_stored(outpost.data_dir.path(), &image.layers[0].0).await;
+}
+
+/// Waits (up to 10 s) until the blob is in the data dir's `blobs/`.
+async fn wait_until_stored(data_dir: &Path, digest: &Digest) {
+    for _ in 0..500 {
+        if stored_blobs(data_dir).contains(&digest.hex().to_owned()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{digest} was not stored");
 }
 
 #[tokio::test]

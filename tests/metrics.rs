@@ -215,7 +215,15 @@ async fn metrics_follow_a_miss_a_hit_a_revalidation_and_a_stale_serve() {
         let blob = client.stream(&outpost.url(&blob_path(digest)), &[]).await;
         assert_eq!(&blob.body.unwrap().0, digest);
     }
-    let cold = Scrape::of(&client, &metrics).await;
+    // The commits (fsync, rename) finish after the clients have their last bytes.
+    let mut cold = Scrape::of(&client, &metrics).await;
+    for _ in 0..250 {
+        if cold.get("outpost_fills_in_flight", &[]) == 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        cold = Scrape::of(&client, &metrics).await;
+    }
     let pulled = manifest.body.len() as f64 + (image.config_len + image.layer_len) as f64;
     assert_eq!(
         cold.get("outpost_cache_requests_total", &[("outcome", "miss")]),

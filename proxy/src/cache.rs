@@ -13,19 +13,16 @@
 //! Store calls that touch the disk run on the blocking pool; the ones answered from the store's
 //! memory (`stat`, tags) run inline.
 
-use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
 use storage::{Digest, Store};
 use tokio::sync::watch;
 
 use crate::api::{
-    self, empty, fetch_manifest, stream_blob, App, Body, BoxError, Manifest, Outcome,
-    DOCKER_CONTENT_DIGEST,
+    self, empty, fetch_manifest, stream_blob, App, Body, Manifest, Outcome, DOCKER_CONTENT_DIGEST,
 };
 use crate::config::Config;
 use crate::error::ApiError;
@@ -288,7 +285,13 @@ impl Cache {
                 return Ok(respond(response, "hit"));
             }
             if head {
-                // A HEAD does not start a download.
+                // A HEAD does not start a download; one in flight knows the size already.
+                if let Some(size) = self.fills.size_of(digest) {
+                    let response = fill::range_headers(blob_headers(digest), None, Some(size))
+                        .body(empty())
+                        .expect("valid response");
+                    return Ok(respond(response, "hit"));
+                }
                 let response = stream_blob(app, &target, digest, None, true).await?;
                 return Ok(respond(response, "miss"));
             }
@@ -356,7 +359,7 @@ impl Cache {
         let body = if head {
             empty()
         } else {
-            file_body(Arc::new(file), start, end, lease)
+            fill::file_body(file, start, end, lease)
         };
         Ok(Some(builder.body(body).expect("valid response")))
     }
@@ -415,24 +418,6 @@ fn unsatisfiable(size: u64) -> ApiError {
         error.headers.push((header::CONTENT_RANGE, value));
     }
     error
-}
-
-/// Bytes `[start, end)` of a stored file, read in chunks on the blocking pool; `keep` (the
-/// store lease) lives as long as the body.
-fn file_body<K: Send + 'static>(file: Arc<File>, start: u64, end: u64, keep: K) -> Body {
-    let stream = futures_util::stream::try_unfold(
-        (file, start, keep),
-        move |(file, offset, keep)| async move {
-            if offset >= end {
-                return Ok::<_, BoxError>(None);
-            }
-            let len = (end - offset).min(fill::CHUNK as u64) as usize;
-            let bytes = fill::read_at(file.clone(), offset, len).await?;
-            let next = offset + bytes.len() as u64;
-            Ok(Some((http_body::Frame::data(bytes), (file, next, keep))))
-        },
-    );
-    StreamBody::new(stream).boxed_unsync()
 }
 
 /// Marks the response with its cache outcome for the access log.

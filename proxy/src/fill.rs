@@ -1,35 +1,36 @@
 //! One upstream download per blob, shared by every client that wants it.
 //!
 //! The first request for an uncached digest starts a *fill*: a detached task that GETs the blob
-//! once, writes it into a store ingest (hashing as it goes) and commits it. Every client, the
-//! first one included, is a *follower*: it reads the ingest's temp file up to the bytes written so
-//! far and waits for more. So a client that joins mid-download still gets the whole blob, a slow
-//! or vanished client never slows or aborts the download, and no follower sees a clean end of
-//! body before the digest has been verified: the last byte of each response is released only
-//! once the fill has committed. A fill that fails (upstream error, broken connection, digest
+//! once and hands the frames to a blocking writer, which writes them into a store ingest (hashing
+//! as it goes, off the runtime) and publishes its progress. Once the body is complete the digest
+//! is checked, and only then are the fsync and rename of the commit done, in the background.
+//! Every client, the first one included, is a *follower*: a blocking reader with its own file
+//! handle reads the ingest's temp file up to the bytes written so far and waits for more. So a
+//! client that joins mid-download still gets the whole blob, a slow or vanished client never
+//! slows or aborts the download, and no follower sees a clean end of body before the digest has
+//! been verified: the last byte of each response is released only once it has. A fill that fails (upstream error, broken connection, digest
 //! mismatch, fill timeout) stores nothing and ends every follower's body in an error; the next
 //! request starts a new fill.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
-use storage::{Digest, Store};
-use tokio::sync::watch;
+use storage::{Digest, Ingest, Store};
+use tokio::sync::{mpsc, watch};
 
 use crate::api::{upstream_failure, Body, BoxError, Kind};
 use crate::error::ApiError;
 use crate::translate::Target;
 use crate::upstream::{self, Upstream};
 
-/// The size of one read from a blob or ingest file.
-pub const CHUNK: usize = 1 << 20;
+/// The size of one read from a blob or ingest file, and of one body frame.
+pub const CHUNK: usize = 128 << 10;
 
 /// The state of one fill, as its followers see it.
 #[derive(Clone, Debug)]
@@ -38,8 +39,8 @@ pub enum FillState {
     Connecting,
     /// Bytes arriving. `written` bytes are in `file`.
     Streaming(Progress),
-    /// Verified and committed: `progress.written` is the size.
-    Done(Progress),
+    /// Complete and verified (the commit may still be running): `progress.written` is the size.
+    Verified(Progress),
     /// Nothing was stored. Before any byte was served, this is the client's error response.
     Failed(ApiError),
 }
@@ -82,6 +83,7 @@ impl Fills {
             return None;
         }
         let (tx, rx) = watch::channel(FillState::Connecting);
+        let tx = Arc::new(tx);
         inflight.insert(job.digest.clone(), rx.clone());
         drop(inflight);
         let fills = self.clone();
@@ -89,7 +91,7 @@ impl Fills {
             let digest = job.digest.clone();
             let host = job.target.host.clone();
             let limit = job.timeout;
-            let result = tokio::time::timeout(limit, run(job, &tx)).await;
+            let result = tokio::time::timeout(limit, run(job, tx.clone())).await;
             let failure = match result {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some(error),
@@ -111,13 +113,24 @@ impl Fills {
         Some(rx)
     }
 
+    /// The size of a blob being filled, once the upstream has said it.
+    pub fn size_of(&self, digest: &Digest) -> Option<u64> {
+        let inflight = self.inflight.lock().expect("fills lock");
+        let state = inflight.get(digest)?.borrow();
+        match &*state {
+            FillState::Streaming(p) => p.size,
+            FillState::Verified(p) => Some(p.written),
+            FillState::Connecting | FillState::Failed(_) => None,
+        }
+    }
+
     /// Fills in flight now.
     pub fn in_flight(&self) -> usize {
         self.inflight.lock().expect("fills lock").len()
     }
 }
 
-async fn run(job: FillJob, tx: &watch::Sender<FillState>) -> Result<(), ApiError> {
+async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiError> {
     let response = job
         .upstream
         .send(
@@ -139,7 +152,7 @@ async fn run(job: FillJob, tx: &watch::Sender<FillState>) -> Result<(), ApiError
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let (store, digest) = (job.store.clone(), job.digest.clone());
-    let mut ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, size))
+    let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, size))
         .await
         .expect("ingest task")?;
     let file = Arc::new(ingest.reader()?);
@@ -154,42 +167,85 @@ async fn run(job: FillJob, tx: &watch::Sender<FillState>) -> Result<(), ApiError
             job.digest, job.target.host
         ))
     };
-    let mut body = response.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| broken(&e))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        // Page-cache writes of one frame (tens of KiB): cheap enough to do on the runtime.
-        ingest
-            .write_all(&data)
-            .and_then(|()| ingest.flush())
-            .map_err(|e| broken(&e))?;
-        let written = ingest.written();
-        tx.send_modify(|state| {
-            if let FillState::Streaming(progress) = state {
-                progress.written = written;
+    // Frames go to a blocking writer, so hashing and writing never hold up the runtime.
+    let (frames, mut received) = mpsc::channel::<Bytes>(16);
+    let writer = {
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Ingest> {
+            let mut ingest = ingest;
+            let mut unpublished = 0;
+            while let Some(data) = received.blocking_recv() {
+                ingest.write_all(&data)?;
+                unpublished += data.len();
+                if unpublished >= PUBLISH_EVERY {
+                    ingest.flush()?;
+                    publish(&tx, ingest.written());
+                    unpublished = 0;
+                }
             }
-        });
+            ingest.flush()?;
+            publish(&tx, ingest.written());
+            Ok(ingest)
+        })
+    };
+    let mut body = response.into_body();
+    let mut failure = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if frames.send(data).await.is_err() {
+                    break; // the writer failed; its error is below
+                }
+            }
+            Err(e) => {
+                failure = Some(broken(&e));
+                break;
+            }
+        }
     }
+    drop(frames);
+    let written = writer.await.expect("writer task");
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let mut ingest = written.map_err(|e| broken(&e))?;
+    ingest.verify().map_err(|e| {
+        ApiError::bad_gateway(format!(
+            "upstream {} sent a blob that failed verification: {e}; nothing was stored",
+            job.target.host
+        ))
+    })?;
     let written = ingest.written();
-    // Verify, fsync, rename: blocking, and long for big blobs.
-    tokio::task::spawn_blocking(move || ingest.commit(None))
-        .await
-        .expect("commit task")
-        .map_err(|e| {
-            ApiError::bad_gateway(format!(
-                "upstream {} sent a blob that failed verification: {e}; nothing was stored",
-                job.target.host
-            ))
-        })?;
-    tx.send_replace(FillState::Done(Progress {
+    tx.send_replace(FillState::Verified(Progress {
         file,
         size: Some(written),
         written,
     }));
-    (job.on_commit)(&job.store);
+    // The fsync and rename: followers need not wait for them.
+    let committed = tokio::task::spawn_blocking(move || ingest.commit(None))
+        .await
+        .expect("commit task");
+    match committed {
+        Ok(_) => (job.on_commit)(&job.store),
+        Err(e) => {
+            tracing::error!(digest = %job.digest, error = %e, "a verified blob could not be stored")
+        }
+    }
     Ok(())
+}
+
+/// Followers are woken at most once per this many bytes written.
+const PUBLISH_EVERY: usize = 256 << 10;
+
+fn publish(tx: &watch::Sender<FillState>, written: u64) {
+    tx.send_modify(|state| {
+        if let FillState::Streaming(progress) = state {
+            progress.written = written;
+        }
+    });
 }
 
 /// Waits until the fill has response headers (or failed): the size, or the error to answer.
@@ -198,7 +254,7 @@ pub async fn wait_started(rx: &mut watch::Receiver<FillState>) -> Result<Option<
         match &*rx.borrow_and_update() {
             FillState::Connecting => {}
             FillState::Streaming(p) => return Ok(p.size),
-            FillState::Done(p) => return Ok(Some(p.written)),
+            FillState::Verified(p) => return Ok(Some(p.written)),
             FillState::Failed(e) => return Err(e.clone()),
         }
         if rx.changed().await.is_err() {
@@ -212,76 +268,115 @@ pub async fn wait_started(rx: &mut watch::Receiver<FillState>) -> Result<Option<
 /// The body of a follower: bytes `[start, end)` of the blob as the fill writes them (`end`
 /// `None`: to the end, whatever the size turns out to be).
 pub fn follower_body(rx: watch::Receiver<FillState>, start: u64, end: Option<u64>) -> Body {
-    let state = Follower {
-        rx,
-        offset: start,
-        end,
-    };
-    let stream = futures_util::stream::try_unfold(state, |mut f| async move {
-        match f.next_chunk().await? {
-            Some(bytes) => Ok(Some((http_body::Frame::data(bytes), f))),
-            None => Ok(None),
+    let handle = tokio::runtime::Handle::current();
+    reader_body(move |chunks| follow(rx, start, end, &handle, chunks))
+}
+
+/// The body of bytes `[start, end)` of a stored blob; `keep` (the store lease) lives as long as
+/// the reading does.
+pub fn file_body<K: Send + 'static>(file: File, start: u64, end: u64, keep: K) -> Body {
+    reader_body(move |chunks| {
+        let _keep = keep;
+        let mut file = file;
+        file.seek(SeekFrom::Start(start))?;
+        let mut offset = start;
+        while offset < end {
+            let chunk = read_chunk(&mut file, (end - offset).min(CHUNK as u64))?;
+            offset += chunk.len() as u64;
+            if chunks.blocking_send(Ok(chunk)).is_err() {
+                break; // the client went away
+            }
         }
+        Ok(())
+    })
+}
+
+/// A body fed by `read`, which runs on the blocking pool and sends chunks as it reads them: one
+/// blocking task per response rather than one per chunk. The channel holds little, so a slow
+/// client holds little memory.
+fn reader_body<F>(read: F) -> Body
+where
+    F: FnOnce(&mpsc::Sender<Result<Bytes, BoxError>>) -> Result<(), BoxError> + Send + 'static,
+{
+    let (chunks, received) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = read(&chunks) {
+            let _ = chunks.blocking_send(Err(e));
+        }
+    });
+    let stream = futures_util::stream::unfold(received, |mut received| async move {
+        let chunk = received.recv().await?;
+        Some((chunk.map(http_body::Frame::data), received))
     });
     StreamBody::new(stream).boxed_unsync()
 }
 
-struct Follower {
-    rx: watch::Receiver<FillState>,
-    offset: u64,
-    end: Option<u64>,
+/// Reads `len` bytes (fewer at end of file) into a fresh buffer, without zeroing it first.
+fn read_chunk(file: &mut File, len: u64) -> Result<Bytes, BoxError> {
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut buf)?;
+    if buf.is_empty() {
+        return Err("the blob file ended early".into());
+    }
+    Ok(Bytes::from(buf))
 }
 
-impl Follower {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>, BoxError> {
-        loop {
-            let (file, deliverable) = {
-                let state = self.rx.borrow_and_update();
-                match &*state {
-                    FillState::Connecting => (None, 0),
-                    FillState::Failed(e) => return Err(e.message.clone().into()),
-                    FillState::Done(p) => {
-                        let end = self.end.unwrap_or(p.written).min(p.written);
-                        if self.offset >= end {
-                            return Ok(None);
-                        }
-                        (Some(p.file.clone()), end)
-                    }
-                    FillState::Streaming(p) => {
-                        // Hold back the last byte of the response until the blob is verified.
-                        let end = self
-                            .end
-                            .or(p.size)
-                            .map_or(u64::MAX, |e| e.saturating_sub(1));
-                        (Some(p.file.clone()), p.written.min(end))
-                    }
+/// The follower loop: read what the fill has written (and may be released), wait for more.
+fn follow(
+    mut rx: watch::Receiver<FillState>,
+    start: u64,
+    end: Option<u64>,
+    handle: &tokio::runtime::Handle,
+    chunks: &mpsc::Sender<Result<Bytes, BoxError>>,
+) -> Result<(), BoxError> {
+    let mut file: Option<File> = None;
+    let mut offset = start;
+    loop {
+        let (shared, deliverable, complete) = {
+            let state = rx.borrow_and_update();
+            match &*state {
+                FillState::Connecting => (None, 0, false),
+                FillState::Failed(e) => return Err(e.message.clone().into()),
+                FillState::Verified(p) => {
+                    let end = end.unwrap_or(p.written).min(p.written);
+                    (Some(p.file.clone()), end, true)
                 }
+                FillState::Streaming(p) => {
+                    // Hold back the last byte of the response until the blob is verified.
+                    let end = end.or(p.size).map_or(u64::MAX, |e| e.saturating_sub(1));
+                    (Some(p.file.clone()), p.written.min(end), false)
+                }
+            }
+        };
+        if let Some(shared) = shared.filter(|_| offset < deliverable) {
+            let file = match &mut file {
+                Some(file) => file,
+                None => file.insert(own_handle(&shared, offset)?),
             };
-            if let Some(file) = file {
-                if self.offset < deliverable {
-                    let len = (deliverable - self.offset).min(CHUNK as u64) as usize;
-                    let bytes = read_at(file, self.offset, len).await?;
-                    self.offset += bytes.len() as u64;
-                    return Ok(Some(bytes));
-                }
+            let chunk = read_chunk(file, (deliverable - offset).min(CHUNK as u64))?;
+            offset += chunk.len() as u64;
+            if chunks.blocking_send(Ok(chunk)).is_err() {
+                return Ok(()); // the client went away; the fill goes on
             }
-            if self.rx.changed().await.is_err() {
-                return Err("the blob download ended unexpectedly".into());
-            }
+            continue;
+        }
+        if complete {
+            return Ok(());
+        }
+        if handle.block_on(rx.changed()).is_err() {
+            return Err("the blob download ended unexpectedly".into());
         }
     }
 }
 
-/// Reads exactly `len` bytes at `offset` (positioned read, on the blocking pool).
-pub async fn read_at(file: Arc<File>, offset: u64, len: usize) -> Result<Bytes, BoxError> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = BytesMut::zeroed(len);
-        file.read_exact_at(&mut buf, offset)?;
-        Ok::<_, std::io::Error>(buf.freeze())
-    })
-    .await
-    .map_err(|e| Box::new(e) as BoxError)?
-    .map_err(|e| Box::new(e) as BoxError)
+/// A handle on the ingest file with its own offset, positioned at `offset`: the fill's handle
+/// reopened through `/proc/self/fd` (Linux), which works although the temp file may have been
+/// renamed into `blobs/` or removed since. (A `dup` would share the offset with other readers.)
+fn own_handle(shared: &File, offset: u64) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    let mut file = File::open(format!("/proc/self/fd/{}", shared.as_raw_fd()))?;
+    file.seek(SeekFrom::Start(offset))?;
+    Ok(file)
 }
 
 /// `Content-Length`, `Content-Range` and status for serving `[start, end)` of `size` bytes.

@@ -119,14 +119,23 @@ async fn sigkill_mid_fill_leaves_no_partial_blob() {
     assert_eq!(complete.status, StatusCode::OK);
     assert_eq!(complete.body.unwrap(), (digest.clone(), len));
     assert_eq!(fake.requests_matching("GET", &digest.to_string()).len(), 1);
+
+    // The commit (fsync, rename) finishes after the client has its last byte.
+    let mut stored = files_under(&data_dir.join("blobs"));
+    for _ in 0..500 {
+        if !stored.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stored = files_under(&data_dir.join("blobs"));
+    }
+    assert_eq!(stored.len(), 1, "{stored:?}");
     // The old process's temp file (named with its pid) was removed when the store reopened.
     assert!(
         files_under(&data_dir.join("ingest")).is_empty(),
         "the partial file survived the restart: {:?}",
         files_under(&data_dir.join("ingest"))
     );
-    let stored = files_under(&data_dir.join("blobs"));
-    assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(stored[0].ends_with(digest.hex()));
 }
 

@@ -123,8 +123,9 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     loop {
         let result = sled::Config::new()
             .path(dir)
-            // The page cache is a ceiling, not an allocation; edge nodes are small.
-            .cache_capacity(64 * 1024 * 1024)
+            // The page cache is a ceiling, not an allocation; edge nodes are small, and the index
+            // is a few hundred bytes per blob.
+            .cache_capacity(8 * 1024 * 1024)
             .open();
         match result {
             Ok(db) => return Ok(db),

@@ -21,6 +21,8 @@ pub struct Ingest {
     written: u64,
     /// `true` once the temp file has been renamed or removed by commit.
     done: bool,
+    /// `true` once size and digest were checked ([`Ingest::verify`]).
+    verified: bool,
     _lease: Lease,
 }
 
@@ -48,6 +50,7 @@ impl Store {
             hasher: Some(Hasher::new(digest.algorithm())),
             written: 0,
             done: false,
+            verified: false,
             _lease: lease,
         })
     }
@@ -173,14 +176,13 @@ impl Ingest {
             .map_err(|e| StoreError::io("open temp file for reading", &self.temp, e))
     }
 
-    /// Checks size and digest, fsyncs, renames into `blobs/`, fsyncs the directory and indexes
-    /// the blob. If the blob is already stored (a concurrent ingest won), returns its info.
-    /// On error nothing is stored and the temp file is removed.
-    pub fn commit(mut self, media_type: Option<&str>) -> Result<BlobInfo, StoreError> {
-        let file = self.file.take().expect("file is present until commit");
-        let file = file
-            .into_inner()
-            .map_err(|e| StoreError::io("write temp file", &self.temp, e.into_error()))?;
+    /// Checks size and digest of what was written, without the (slow) fsync and rename of
+    /// [`Ingest::commit`]: once this returns `Ok`, the bytes written are the blob, and a reader of
+    /// [`Ingest::reader`] may treat them as verified. On error the ingest is spent (drop it).
+    pub fn verify(&mut self) -> Result<(), StoreError> {
+        if self.verified {
+            return Ok(());
+        }
         if let Some(expected) = self.expected_size {
             if expected != self.written {
                 return Err(StoreError::SizeMismatch {
@@ -190,13 +192,33 @@ impl Ingest {
                 });
             }
         }
-        let actual = self.hasher.take().expect("hasher is present").finish();
+        let Some(hasher) = self.hasher.take() else {
+            return Err(StoreError::io(
+                "verify",
+                &self.temp,
+                io::Error::other("this ingest already failed verification"),
+            ));
+        };
+        let actual = hasher.finish();
         if actual != self.digest {
             return Err(StoreError::DigestMismatch {
                 expected: self.digest.clone(),
                 actual,
             });
         }
+        self.verified = true;
+        Ok(())
+    }
+
+    /// Checks size and digest (unless [`Ingest::verify`] did), fsyncs, renames into `blobs/`,
+    /// fsyncs the directory and indexes the blob. If the blob is already stored (a concurrent
+    /// ingest won), returns its info. On error nothing is stored and the temp file is removed.
+    pub fn commit(mut self, media_type: Option<&str>) -> Result<BlobInfo, StoreError> {
+        self.verify()?;
+        let file = self.file.take().expect("file is present until commit");
+        let file = file
+            .into_inner()
+            .map_err(|e| StoreError::io("write temp file", &self.temp, e.into_error()))?;
         file.sync_all()
             .map_err(|e| StoreError::io("fsync temp file", &self.temp, e))?;
         drop(file);
@@ -220,6 +242,9 @@ impl Write for Ingest {
                     ),
                 ));
             }
+        }
+        if self.verified {
+            return Err(io::Error::other("ingest already verified"));
         }
         let file = self
             .file

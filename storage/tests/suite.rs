@@ -126,6 +126,33 @@ fn put_bytes_stores_small_blobs_and_checks_them(open: Open) {
     assert_eq!(fs::read(blob_file(store.dir(), &d512)).unwrap(), manifest);
 }
 
+fn verify_checks_before_commit(open: Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let bytes = random_bytes(10_000);
+    let digest = sha256(&bytes);
+    // Verified before the fsync and rename: nothing is in blobs/ yet, and no more may be written.
+    let mut ingest = store.ingest(&digest, Some(bytes.len() as u64)).unwrap();
+    ingest.write_all(&bytes).unwrap();
+    ingest.verify().unwrap();
+    assert!(ingest.write_all(b"more").is_err());
+    assert!(!blob_file(dir.path(), &digest).exists());
+    ingest.commit(Some(LAYER)).unwrap();
+    assert_eq!(read_all(&store, &digest).unwrap(), bytes);
+    // Wrong bytes fail verification, and commit after that stores nothing.
+    let other = random_bytes(10_000);
+    let wrong = sha256(&other);
+    let mut ingest = store.ingest(&wrong, None).unwrap();
+    ingest.write_all(&bytes).unwrap();
+    assert!(matches!(
+        ingest.verify(),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(ingest.commit(None).is_err());
+    assert!(store.stat(&wrong).is_none());
+    assert!(files_under(&dir.path().join("ingest")).is_empty());
+}
+
 fn digest_mismatch_stores_nothing(open: Open) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
@@ -700,6 +727,10 @@ macro_rules! store_suite {
             #[test]
             fn digest_mismatch_stores_nothing() {
                 super::digest_mismatch_stores_nothing(OPEN)
+            }
+            #[test]
+            fn verify_checks_before_commit() {
+                super::verify_checks_before_commit(OPEN)
             }
             #[test]
             fn size_mismatch_stores_nothing() {
