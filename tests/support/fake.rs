@@ -18,7 +18,7 @@
 //! - Counters: every request is logged ([`RecordedRequest`]) with its headers, and the bytes of
 //!   blob bodies sent are counted.
 //!
-//! ```ignore
+//! ```text
 //! let fake = FakeRegistry::start().await;
 //! let digest = fake.add_blob("library/alpine", b"layer".to_vec());
 //! fake.set_auth(Auth::basic("alice", "pw"));
