@@ -69,14 +69,9 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_fill_leaves_no_partial_blob() {
-    let fake = FakeRegistry::start().await;
-    let len = 32u64 << 20;
-    let digest = fake.add_large_blob("p/quay.io/big/app", len, 11);
-    fake.throttle_blobs(Some(8 << 20));
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("outpost.yaml");
+/// A configuration whose external registry is `fake` under the prefix `p`.
+fn write_config(dir: &Path, fake: &FakeRegistry) -> std::path::PathBuf {
+    let config = dir.join("outpost.yaml");
     std::fs::write(
         &config,
         format!(
@@ -85,6 +80,17 @@ async fn sigkill_mid_fill_leaves_no_partial_blob() {
         ),
     )
     .unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_fill_leaves_no_partial_blob() {
+    let fake = FakeRegistry::start().await;
+    let len = 32u64 << 20;
+    let digest = fake.add_large_blob("p/quay.io/big/app", len, 11);
+    fake.throttle_blobs(Some(8 << 20));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &fake);
     let data_dir = dir.path().join("data");
     let port = free_port();
     let path = format!("/v2/quay.io/big/app/blobs/{digest}");
@@ -146,15 +152,7 @@ async fn sigterm_lets_in_flight_transfers_finish() {
     let digest = fake.add_large_blob("p/quay.io/big/app", len, 12);
     fake.throttle_blobs(Some(8 << 20));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("outpost.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "stylus:\n  registryCredentials:\n    domain: {}/p\n    insecure: true\n",
-            fake.host()
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path(), &fake);
     let port = free_port();
     let mut server = serve(&config, &dir.path().join("data"), port).await;
     let url = format!("{}/v2/quay.io/big/app/blobs/{digest}", server.url);
