@@ -329,7 +329,7 @@ fn follow(
     handle: &tokio::runtime::Handle,
     chunks: &mpsc::Sender<Result<Bytes, BoxError>>,
 ) -> Result<(), BoxError> {
-    let mut file: Option<File> = None;
+    let mut reader: Option<IngestReader> = None;
     let mut offset = start;
     loop {
         let (shared, deliverable, complete) = {
@@ -349,11 +349,11 @@ fn follow(
             }
         };
         if let Some(shared) = shared.filter(|_| offset < deliverable) {
-            let file = match &mut file {
-                Some(file) => file,
-                None => file.insert(own_handle(&shared, offset)?),
+            let reader = match &mut reader {
+                Some(reader) => reader,
+                None => reader.insert(IngestReader::new(shared, offset)),
             };
-            let chunk = read_chunk(file, (deliverable - offset).min(CHUNK as u64))?;
+            let chunk = reader.read(offset, (deliverable - offset).min(CHUNK as u64))?;
             offset += chunk.len() as u64;
             if chunks.blocking_send(Ok(chunk)).is_err() {
                 return Ok(()); // the client went away; the fill goes on
@@ -369,14 +369,39 @@ fn follow(
     }
 }
 
-/// A handle on the ingest file with its own offset, positioned at `offset`: the fill's handle
-/// reopened through `/proc/self/fd` (Linux), which works although the temp file may have been
-/// renamed into `blobs/` or removed since. (A `dup` would share the offset with other readers.)
-fn own_handle(shared: &File, offset: u64) -> std::io::Result<File> {
-    use std::os::fd::AsRawFd;
-    let mut file = File::open(format!("/proc/self/fd/{}", shared.as_raw_fd()))?;
-    file.seek(SeekFrom::Start(offset))?;
-    Ok(file)
+/// How a follower reads the ingest file.
+enum IngestReader {
+    /// Its own handle, with its own offset: the fill's handle reopened through `/proc/self/fd`
+    /// (Linux), which works although the temp file may have been renamed into `blobs/` or removed
+    /// since. (A `dup` would share the offset with other readers.) Sequential reads, no zeroing.
+    Own(File),
+    /// Where `/proc` is not mounted: positioned reads on the fill's handle.
+    Shared(Arc<File>),
+}
+
+impl IngestReader {
+    fn new(shared: Arc<File>, offset: u64) -> IngestReader {
+        use std::os::fd::AsRawFd;
+        let own = File::open(format!("/proc/self/fd/{}", shared.as_raw_fd()))
+            .and_then(|mut file| file.seek(SeekFrom::Start(offset)).map(|_| file));
+        match own {
+            Ok(file) => IngestReader::Own(file),
+            Err(_) => IngestReader::Shared(shared),
+        }
+    }
+
+    /// Reads `len` bytes at `offset` (the offset the reader has reached).
+    fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, BoxError> {
+        match self {
+            IngestReader::Own(file) => read_chunk(file, len),
+            IngestReader::Shared(file) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0; len as usize];
+                file.read_exact_at(&mut buf, offset)?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
 }
 
 /// `Content-Length`, `Content-Range` and status for serving `[start, end)` of `size` bytes.
@@ -462,6 +487,23 @@ mod tests {
 
     fn range(s: &str, size: u64) -> ByteRange {
         parse_range(Some(&HeaderValue::from_str(s).unwrap()), size)
+    }
+
+    #[test]
+    fn followers_read_the_same_bytes_with_their_own_or_a_shared_handle() {
+        let mut temp = tempfile::tempfile().unwrap();
+        temp.write_all(b"0123456789").unwrap();
+        let shared = Arc::new(temp);
+        let mut own = IngestReader::new(shared.clone(), 3);
+        assert!(
+            matches!(own, IngestReader::Own(_)),
+            "/proc/self/fd is not available"
+        );
+        let mut fallback = IngestReader::Shared(shared);
+        for reader in [&mut own, &mut fallback] {
+            assert_eq!(reader.read(3, 4).unwrap(), "3456");
+            assert_eq!(reader.read(7, 3).unwrap(), "789");
+        }
     }
 
     #[test]
