@@ -79,15 +79,19 @@ pub async fn handle(app: Arc<App>, request: Request<hyper::body::Incoming>) -> R
     );
     let mut response = match routed {
         Ok(route) => {
-            let mut response = match dispatch(&app, &route, request.headers()).await {
+            // Translated once here; the handlers and the access log share it.
+            let target = route
+                .operation
+                .source()
+                .map(|source| translate(&app.config, source));
+            let dispatched = dispatch(&app, &route, target.as_ref(), request.headers()).await;
+            let mut response = match dispatched {
                 Ok(response) => response,
                 Err(error) => error.into_response(head),
             };
             let outcome = response.extensions_mut().get_or_insert_default::<Outcome>();
             outcome.operation = Some(crate::metrics::operation_name(&route.operation));
-            if let Some(source) = route.operation.source() {
-                outcome.upstream = Some(translate(&app.config, source).host);
-            }
+            outcome.upstream = target.map(|target| target.host);
             response
         }
         Err(error) => ApiError::from(error).into_response(head),
@@ -98,35 +102,48 @@ pub async fn handle(app: Arc<App>, request: Request<hyper::body::Incoming>) -> R
     response
 }
 
+/// Answers a routed request; `target` is the translation of the operation's source, if it has one.
 async fn dispatch(
     app: &App,
     route: &Route,
+    target: Option<&Target>,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
+    let (source, target) = match (route.operation.source(), target) {
+        (Some(source), Some(target)) => (source, target),
+        _ => return Ok(repository_free(app, route)),
+    };
     match &route.operation {
-        Operation::Base => Ok(json_response(
-            StatusCode::OK,
-            Bytes::from_static(b"{}"),
-            route.head,
-        )),
+        Operation::Manifest { reference, .. } => {
+            manifest(app, source, target, reference, headers, route.head).await
+        }
+        Operation::Blob { digest, .. } => {
+            blob(app, source, target, digest, headers, route.head).await
+        }
+        Operation::Tags { n, last, .. } => {
+            tags(app, route, source, target, *n, last.as_deref()).await
+        }
+        Operation::Referrers {
+            digest,
+            artifact_type,
+            ..
+        } => referrers(app, target, digest, artifact_type.as_deref(), route.head).await,
+        Operation::Base | Operation::Catalog { .. } => Ok(repository_free(app, route)),
+    }
+}
+
+/// The operations on no repository: the version check and the catalog.
+fn repository_free(app: &App, route: &Route) -> Response<Body> {
+    match &route.operation {
         Operation::Catalog { n, last } => {
             let repositories = app
                 .cache
                 .as_ref()
                 .map(Cache::repositories)
                 .unwrap_or_default();
-            Ok(catalog(repositories, *n, last.as_deref(), route.head))
+            catalog(repositories, *n, last.as_deref(), route.head)
         }
-        Operation::Manifest { source, reference } => {
-            manifest(app, source, reference, headers, route.head).await
-        }
-        Operation::Blob { source, digest } => blob(app, source, digest, headers, route.head).await,
-        Operation::Tags { source, n, last } => tags(app, route, source, *n, last.as_deref()).await,
-        Operation::Referrers {
-            source,
-            digest,
-            artifact_type,
-        } => referrers(app, source, digest, artifact_type.as_deref(), route.head).await,
+        _ => json_response(StatusCode::OK, Bytes::from_static(b"{}"), route.head),
     }
 }
 
@@ -219,16 +236,18 @@ impl Manifest {
 async fn manifest(
     app: &App,
     source: &Source,
+    target: &Target,
     reference: &Reference,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     let accept = manifest_accept(headers);
     if let Some(cache) = &app.cache {
-        return cache.manifest(app, source, reference, accept, head).await;
+        return cache
+            .manifest(app, source, target, reference, accept, head)
+            .await;
     }
-    let target = translate(&app.config, source);
-    fetch_manifest(app, &target, reference, accept)
+    fetch_manifest(app, target, reference, accept)
         .await
         .map(|m| m.response(head))
 }
@@ -317,16 +336,16 @@ fn media_type_of(bytes: &[u8]) -> Option<String> {
 async fn blob(
     app: &App,
     source: &Source,
+    target: &Target,
     digest: &Digest,
     headers: &HeaderMap,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
     let range = headers.get(header::RANGE).cloned();
     if let Some(cache) = &app.cache {
-        return cache.blob(app, source, digest, range, head).await;
+        return cache.blob(app, source, target, digest, range, head).await;
     }
-    let target = translate(&app.config, source);
-    stream_blob(app, &target, digest, range, head).await
+    stream_blob(app, target, digest, range, head).await
 }
 
 /// Streams a blob from the target to the client, verifying a complete (200) body against the
@@ -388,10 +407,10 @@ async fn tags(
     app: &App,
     route: &Route,
     source: &Source,
+    target: &Target,
     n: Option<u32>,
     last: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let target = translate(&app.config, source);
     let mut query = Vec::new();
     if let Some(n) = n {
         query.push(format!("n={n}"));
@@ -402,7 +421,7 @@ async fn tags(
     let result = app
         .upstream
         .send(
-            &target,
+            target,
             upstream::Request {
                 method: Method::GET,
                 path: "tags/list".to_owned(),
@@ -413,7 +432,7 @@ async fn tags(
         .await;
     let response = match (result, &app.cache) {
         (Ok(response), _) if response.status().is_success() => response,
-        (Ok(response), _) => return Err(upstream_failure(response, &target, Kind::Tags).await),
+        (Ok(response), _) => return Err(upstream_failure(response, target, Kind::Tags).await),
         (Err(error), Some(cache)) if crate::error::upstream_unavailable(&error) => {
             return cache.local_tags(route, source, n, last, error);
         }
@@ -475,17 +494,16 @@ pub fn rewrite_link(link: &str, client_name: &str, ns: Option<&str>) -> Option<S
 
 async fn referrers(
     app: &App,
-    source: &Source,
+    target: &Target,
     digest: &Digest,
     artifact_type: Option<&str>,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let target = translate(&app.config, source);
     let query = artifact_type.map(|t| format!("artifactType={}", route::percent_encode(t)));
     let response = app
         .upstream
         .send(
-            &target,
+            target,
             upstream::Request {
                 method: Method::GET,
                 path: format!("referrers/{digest}"),
@@ -495,7 +513,7 @@ async fn referrers(
         )
         .await?;
     if !response.status().is_success() {
-        return Err(upstream_failure(response, &target, Kind::Referrers).await);
+        return Err(upstream_failure(response, target, Kind::Referrers).await);
     }
     let (parts, body) = response.into_parts();
     let bytes = read_limited(body, MAX_MANIFEST_BYTES).await.map_err(|e| {
@@ -560,11 +578,8 @@ pub async fn upstream_failure(
         _ => (StatusCode::BAD_GATEWAY, crate::error::UNAVAILABLE),
     };
     let message = match upstream_message {
-        Some(m) => format!(
-            "upstream {what} answered {}: {m}",
-            response_status_text(status)
-        ),
-        None => format!("upstream {what} answered {}", response_status_text(status)),
+        Some(m) => format!("upstream {what} answered {status}: {m}"),
+        None => format!("upstream {what} answered {status}"),
     };
     let mut error = ApiError::new(status, code, message);
     if let Some(detail) = upstream_error
@@ -577,10 +592,6 @@ pub async fn upstream_failure(
         error.headers.push((header::RETRY_AFTER, retry_after));
     }
     error
-}
-
-fn response_status_text(status: StatusCode) -> String {
-    status.to_string()
 }
 
 /// Collects a body of at most `limit` bytes.

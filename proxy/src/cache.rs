@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::fill::{self, ByteRange, FillJob, Fills};
 use crate::route::{Reference, Route, Source};
-use crate::translate::translate;
+use crate::translate::Target;
 use crate::upstream::{self, UpstreamError};
 
 /// How often batched last-access times are written to the index.
@@ -114,13 +114,13 @@ impl Cache {
         &self,
         app: &App,
         source: &Source,
+        target: &Target,
         reference: &Reference,
         accept: HeaderValue,
         head: bool,
     ) -> Result<Response<Body>, ApiError> {
-        let target = translate(&app.config, source);
         if self.is_infrastructure(source) {
-            let manifest = fetch_manifest(app, &target, reference, accept).await?;
+            let manifest = fetch_manifest(app, target, reference, accept).await?;
             return Ok(respond(manifest.response(head), "pass-through"));
         }
         let repo = source.to_string();
@@ -130,7 +130,7 @@ impl Cache {
                 if let Some(manifest) = stored.filter(|m| accepts(&accept, &m.media_type)) {
                     return Ok(respond(manifest.response(head), "hit"));
                 }
-                let manifest = fetch_manifest(app, &target, reference, accept).await?;
+                let manifest = fetch_manifest(app, target, reference, accept).await?;
                 self.store_manifest(&repo, None, &manifest).await?;
                 Ok(respond(manifest.response(head), "miss"))
             }
@@ -143,7 +143,7 @@ impl Cache {
                 // A client that does not accept the stored type gets the upstream's answer.
                 let stored = stored.filter(|m| accepts(&accept, &m.media_type));
                 let Some((entry, stored)) = entry.zip(stored) else {
-                    let manifest = fetch_manifest(app, &target, reference, accept).await?;
+                    let manifest = fetch_manifest(app, target, reference, accept).await?;
                     self.store_manifest(&repo, Some(tag.as_str()), &manifest)
                         .await?;
                     return Ok(respond(manifest.response(head), "miss"));
@@ -155,14 +155,14 @@ impl Cache {
                 if age < self.tag_ttl {
                     return Ok(respond(stored.response(head), "hit"));
                 }
-                match self.revalidate(app, &target, reference, &accept).await {
+                match self.revalidate(app, target, reference, &accept).await {
                     Ok(Some(digest)) if digest == stored.digest => {
                         self.store
                             .put_tag(&repo, tag.as_str(), &stored.digest, self.now())?;
                         Ok(respond(stored.response(head), "revalidated"))
                     }
                     Ok(_) => {
-                        let manifest = fetch_manifest(app, &target, reference, accept).await;
+                        let manifest = fetch_manifest(app, target, reference, accept).await;
                         match manifest {
                             Ok(manifest) => {
                                 self.store_manifest(&repo, Some(tag.as_str()), &manifest)
@@ -271,13 +271,13 @@ impl Cache {
         &self,
         app: &App,
         source: &Source,
+        target: &Target,
         digest: &Digest,
         range: Option<HeaderValue>,
         head: bool,
     ) -> Result<Response<Body>, ApiError> {
-        let target = translate(&app.config, source);
         if self.is_infrastructure(source) {
-            let response = stream_blob(app, &target, digest, range, head).await?;
+            let response = stream_blob(app, target, digest, range, head).await?;
             return Ok(respond(response, "pass-through"));
         }
         loop {
@@ -292,7 +292,7 @@ impl Cache {
                         .expect("valid response");
                     return Ok(respond(response, "hit"));
                 }
-                let response = stream_blob(app, &target, digest, None, true).await?;
+                let response = stream_blob(app, target, digest, None, true).await?;
                 return Ok(respond(response, "miss"));
             }
             let max_size = self.max_size;

@@ -19,7 +19,7 @@ use crate::api::{self, App, Body, Manifest, MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::error::ApiError;
 use crate::prefetch::image::Descriptor;
 use crate::route::{Reference, Source};
-use crate::translate::{Target, TlsPolicy};
+use crate::translate::{translate, Target, TlsPolicy};
 
 /// Where a blob's bytes came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +72,14 @@ impl Puller {
             Puller::Local(app) => {
                 let cache = app.cache.as_ref().expect("local puller has a store");
                 let response = cache
-                    .manifest(app, source, reference, accept, false)
+                    .manifest(
+                        app,
+                        source,
+                        &translate(&app.config, source),
+                        reference,
+                        accept,
+                        false,
+                    )
                     .await?;
                 manifest_of(response, reference).await
             }
@@ -98,7 +105,10 @@ impl Puller {
                     progress(descriptor.size);
                     return Ok(BlobFrom::Store);
                 }
-                let response = cache.blob(app, source, digest, None, false).await?;
+                let target = translate(&app.config, source);
+                let response = cache
+                    .blob(app, source, &target, digest, None, false)
+                    .await?;
                 (response, BlobFrom::Upstream)
             }
             Puller::Server { app, .. } => {
