@@ -4,17 +4,23 @@
 //! once and hands the frames to a blocking writer, which writes them into a store ingest (hashing
 //! as it goes, off the runtime) and publishes its progress. Once the body is complete the digest
 //! is checked, and only then are the fsync and rename of the commit done, in the background.
-//! Every client, the first one included, is a *follower*: a blocking reader with its own file
-//! handle reads the ingest's temp file up to the bytes written so far and waits for more. So a
-//! client that joins mid-download still gets the whole blob, a slow or vanished client never
-//! slows or aborts the download, and no follower sees a clean end of body before the digest has
-//! been verified: the last byte of each response is released only once it has. A fill that fails (upstream error, broken connection, digest
-//! mismatch, fill timeout) stores nothing and ends every follower's body in an error; the next
-//! request starts a new fill.
+//! Every client, the first one included, is a *follower*: its response body reads the ingest's
+//! temp file up to the bytes written so far and waits for more. So a client that joins
+//! mid-download still gets the whole blob, a slow or vanished client never slows or aborts the
+//! download, and no follower sees a clean end of body before the digest has been verified: the
+//! last byte of each response is released only once it has. A fill that fails (upstream error,
+//! broken connection, digest mismatch, fill timeout) stores nothing and ends every follower's
+//! body in an error; the next request starts a new fill.
+//!
+//! Response bodies, of fills and of stored blobs alike, read their file on the runtime thread
+//! when the page cache holds the bytes and on the blocking pool only when the disk must be read
+//! (see `ChunkReader`), in chunks sized so that all of them together stay within a small
+//! memory budget.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +35,25 @@ use crate::error::ApiError;
 use crate::translate::Target;
 use crate::upstream::{self, Upstream};
 
-/// The size of one read from a blob or ingest file, and of one body frame.
-pub const CHUNK: usize = 128 << 10;
+/// What all responses together spend on file read buffers, about: a lone download reads (and
+/// sends) in large chunks, which costs fewer system calls per byte; many concurrent downloads
+/// share the budget in smaller ones, so memory stays flat as clients are added.
+const READ_BUDGET: usize = 4 << 20;
+/// The smallest and largest read, and body frame.
+const MIN_CHUNK: usize = 64 << 10;
+const MAX_CHUNK: usize = 512 << 10;
+/// Response bodies reading files now.
+static READERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The size of the next read of a response body: the budget shared by the readers, each holding
+/// up to [`POOLED`] buffers, in multiples of [`MIN_CHUNK`].
+fn chunk_size() -> usize {
+    chunk_size_for(READERS.load(Ordering::Relaxed))
+}
+
+fn chunk_size_for(readers: usize) -> usize {
+    (READ_BUDGET / (POOLED * readers.max(1))).clamp(MIN_CHUNK, MAX_CHUNK) / MIN_CHUNK * MIN_CHUNK
+}
 
 /// The state of one fill, as its followers see it.
 #[derive(Clone, Debug)]
@@ -168,7 +191,7 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         ))
     };
     // Frames go to a blocking writer, so hashing and writing never hold up the runtime.
-    let (frames, mut received) = mpsc::channel::<Bytes>(16);
+    let (frames, mut received) = mpsc::channel::<Bytes>(4);
     let writer = {
         let tx = tx.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<Ingest> {
@@ -268,138 +291,189 @@ pub async fn wait_started(rx: &mut watch::Receiver<FillState>) -> Result<Option<
 /// The body of a follower: bytes `[start, end)` of the blob as the fill writes them (`end`
 /// `None`: to the end, whatever the size turns out to be).
 pub fn follower_body(rx: watch::Receiver<FillState>, start: u64, end: Option<u64>) -> Body {
-    let handle = tokio::runtime::Handle::current();
-    reader_body(move |chunks| follow(rx, start, end, &handle, chunks))
-}
-
-/// The body of bytes `[start, end)` of a stored blob; `keep` (the store lease) lives as long as
-/// the reading does.
-pub fn file_body<K: Send + 'static>(file: File, start: u64, end: u64, keep: K) -> Body {
-    reader_body(move |chunks| {
-        let _keep = keep;
-        let mut file = file;
-        file.seek(SeekFrom::Start(start))?;
-        let mut offset = start;
-        while offset < end {
-            let chunk = read_chunk(&mut file, (end - offset).min(CHUNK as u64))?;
-            offset += chunk.len() as u64;
-            if chunks.blocking_send(Ok(chunk)).is_err() {
-                break; // the client went away
-            }
+    let follower = Follower {
+        rx,
+        offset: start,
+        end,
+        reader: None,
+    };
+    let stream = futures_util::stream::unfold(Some(follower), |follower| async move {
+        let mut follower = follower?;
+        match follower.next().await {
+            Ok(Some(chunk)) => Some((Ok(http_body::Frame::data(chunk)), Some(follower))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
         }
-        Ok(())
-    })
-}
-
-/// A body fed by `read`, which runs on the blocking pool and sends chunks as it reads them: one
-/// blocking task per response rather than one per chunk. The channel holds little, so a slow
-/// client holds little memory.
-fn reader_body<F>(read: F) -> Body
-where
-    F: FnOnce(&mpsc::Sender<Result<Bytes, BoxError>>) -> Result<(), BoxError> + Send + 'static,
-{
-    let (chunks, received) = mpsc::channel(2);
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = read(&chunks) {
-            let _ = chunks.blocking_send(Err(e));
-        }
-    });
-    let stream = futures_util::stream::unfold(received, |mut received| async move {
-        let chunk = received.recv().await?;
-        Some((chunk.map(http_body::Frame::data), received))
     });
     StreamBody::new(stream).boxed_unsync()
 }
 
-/// Reads `len` bytes (fewer at end of file) into a fresh buffer, without zeroing it first.
-fn read_chunk(file: &mut File, len: u64) -> Result<Bytes, BoxError> {
-    let mut buf = Vec::with_capacity(len as usize);
-    file.take(len).read_to_end(&mut buf)?;
-    if buf.is_empty() {
-        return Err("the blob file ended early".into());
-    }
-    Ok(Bytes::from(buf))
+/// The body of bytes `[start, end)` of a stored blob; `keep` (the store lease) lives as long as
+/// the body does.
+pub fn file_body<K: Send + 'static>(file: File, start: u64, end: u64, keep: K) -> Body {
+    let reader = ChunkReader::new(Arc::new(file));
+    let stream = futures_util::stream::unfold(
+        (reader, start, keep),
+        move |(mut reader, offset, keep)| async move {
+            if offset >= end {
+                return None;
+            }
+            match reader.read(offset, end - offset).await {
+                Ok(chunk) => {
+                    let next = offset + chunk.len() as u64;
+                    Some((Ok(http_body::Frame::data(chunk)), (reader, next, keep)))
+                }
+                Err(e) => Some((Err(e.into()), (reader, end, keep))),
+            }
+        },
+    );
+    StreamBody::new(stream).boxed_unsync()
 }
 
-/// The follower loop: read what the fill has written (and may be released), wait for more.
-fn follow(
-    mut rx: watch::Receiver<FillState>,
-    start: u64,
+/// A client following a fill: reads what the fill has written (and may be released), waits for
+/// more.
+struct Follower {
+    rx: watch::Receiver<FillState>,
+    offset: u64,
     end: Option<u64>,
-    handle: &tokio::runtime::Handle,
-    chunks: &mpsc::Sender<Result<Bytes, BoxError>>,
-) -> Result<(), BoxError> {
-    let mut reader: Option<IngestReader> = None;
-    let mut offset = start;
-    loop {
-        let (shared, deliverable, complete) = {
-            let state = rx.borrow_and_update();
-            match &*state {
-                FillState::Connecting => (None, 0, false),
-                FillState::Failed(e) => return Err(e.message.clone().into()),
-                FillState::Verified(p) => {
-                    let end = end.unwrap_or(p.written).min(p.written);
-                    (Some(p.file.clone()), end, true)
+    reader: Option<ChunkReader>,
+}
+
+impl Follower {
+    /// The next chunk of the response; `None` at its end.
+    async fn next(&mut self) -> Result<Option<Bytes>, BoxError> {
+        loop {
+            let (file, deliverable, complete) = {
+                let state = self.rx.borrow_and_update();
+                match &*state {
+                    FillState::Connecting => (None, 0, false),
+                    FillState::Failed(e) => return Err(e.message.clone().into()),
+                    FillState::Verified(p) => {
+                        let end = self.end.unwrap_or(p.written).min(p.written);
+                        (Some(p.file.clone()), end, true)
+                    }
+                    FillState::Streaming(p) => {
+                        // Hold back the last byte of the response until the blob is verified.
+                        let end = self
+                            .end
+                            .or(p.size)
+                            .map_or(u64::MAX, |e| e.saturating_sub(1));
+                        (Some(p.file.clone()), p.written.min(end), false)
+                    }
                 }
-                FillState::Streaming(p) => {
-                    // Hold back the last byte of the response until the blob is verified.
-                    let end = end.or(p.size).map_or(u64::MAX, |e| e.saturating_sub(1));
-                    (Some(p.file.clone()), p.written.min(end), false)
-                }
-            }
-        };
-        if let Some(shared) = shared.filter(|_| offset < deliverable) {
-            let reader = match &mut reader {
-                Some(reader) => reader,
-                None => reader.insert(IngestReader::new(shared, offset)),
             };
-            let chunk = reader.read(offset, (deliverable - offset).min(CHUNK as u64))?;
-            offset += chunk.len() as u64;
-            if chunks.blocking_send(Ok(chunk)).is_err() {
-                return Ok(()); // the client went away; the fill goes on
+            if let Some(file) = file.filter(|_| self.offset < deliverable) {
+                let reader = self.reader.get_or_insert_with(|| ChunkReader::new(file));
+                let chunk = reader.read(self.offset, deliverable - self.offset).await?;
+                self.offset += chunk.len() as u64;
+                return Ok(Some(chunk));
             }
-            continue;
-        }
-        if complete {
-            return Ok(());
-        }
-        if handle.block_on(rx.changed()).is_err() {
-            return Err("the blob download ended unexpectedly".into());
+            if complete {
+                return Ok(None);
+            }
+            if self.rx.changed().await.is_err() {
+                return Err("the blob download ended unexpectedly".into());
+            }
         }
     }
 }
 
-/// How a follower reads the ingest file.
-enum IngestReader {
-    /// Its own handle, with its own offset: the fill's handle reopened through `/proc/self/fd`
-    /// (Linux), which works although the temp file may have been renamed into `blobs/` or removed
-    /// since. (A `dup` would share the offset with other readers.) Sequential reads, no zeroing.
-    Own(File),
-    /// Where `/proc` is not mounted: positioned reads on the fill's handle.
-    Shared(Arc<File>),
+/// Reads a file in chunks for a response body: on the runtime thread when the page cache holds
+/// the bytes (`preadv2` with `RWF_NOWAIT`, Linux), on the blocking pool when the disk must be
+/// read. A warm blob, or a fill's freshly written bytes, so cost no hand-off between threads.
+struct ChunkReader {
+    file: Arc<File>,
+    /// Buffers whose chunks hyper has sent: a response reuses a few instead of allocating (and
+    /// zeroing) one per chunk.
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+    nowait: bool,
 }
 
-impl IngestReader {
-    fn new(shared: Arc<File>, offset: u64) -> IngestReader {
-        use std::os::fd::AsRawFd;
-        let own = File::open(format!("/proc/self/fd/{}", shared.as_raw_fd()))
-            .and_then(|mut file| file.seek(SeekFrom::Start(offset)).map(|_| file));
-        match own {
-            Ok(file) => IngestReader::Own(file),
-            Err(_) => IngestReader::Shared(shared),
+/// Buffers a response keeps for reuse: one being filled while hyper sends the other.
+const POOLED: usize = 2;
+
+impl ChunkReader {
+    fn new(file: Arc<File>) -> ChunkReader {
+        READERS.fetch_add(1, Ordering::Relaxed);
+        ChunkReader {
+            file,
+            pool: Arc::default(),
+            nowait: cfg!(target_os = "linux"),
         }
     }
 
-    /// Reads `len` bytes at `offset` (the offset the reader has reached).
-    fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, BoxError> {
-        match self {
-            IngestReader::Own(file) => read_chunk(file, len),
-            IngestReader::Shared(file) => {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0; len as usize];
-                file.read_exact_at(&mut buf, offset)?;
-                Ok(Bytes::from(buf))
+    /// Reads the next chunk at `offset`, of up to `left` bytes; an error at end of file.
+    async fn read(&mut self, offset: u64, left: u64) -> std::io::Result<Bytes> {
+        let size = chunk_size();
+        let pooled = self.pool.lock().expect("pool lock").pop();
+        // A pooled buffer of another size (the budget moved) is dropped: zeroing a new one is
+        // what reuse avoids, and it happens only when the number of readers changes.
+        let mut buf = pooled
+            .filter(|b| b.len() == size)
+            .unwrap_or_else(|| vec![0; size]);
+        let len = left.min(size as u64) as usize;
+        #[cfg(target_os = "linux")]
+        if self.nowait {
+            use rustix::io::{preadv2, Errno, ReadWriteFlags};
+            let mut slices = [std::io::IoSliceMut::new(&mut buf[..len])];
+            match preadv2(&*self.file, &mut slices, offset, ReadWriteFlags::NOWAIT) {
+                Ok(n) => return self.chunk(buf, n),
+                Err(Errno::AGAIN) => {} // not in the page cache: read it on the blocking pool
+                Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => self.nowait = false,
+                Err(e) => return Err(e.into()),
             }
+        }
+        let file = self.file.clone();
+        let (buf, read) = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let read = file.read_at(&mut buf[..len], offset);
+            (buf, read)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        self.chunk(buf, read?)
+    }
+
+    fn chunk(&self, buf: Vec<u8>, len: usize) -> std::io::Result<Bytes> {
+        if len == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the blob file ended early",
+            ));
+        }
+        Ok(Bytes::from_owner(PooledChunk {
+            buf,
+            len,
+            pool: self.pool.clone(),
+        }))
+    }
+}
+
+impl Drop for ChunkReader {
+    fn drop(&mut self) {
+        READERS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The first `len` bytes of a pooled buffer, as a body chunk; the buffer goes back to the pool
+/// when the chunk is dropped.
+struct PooledChunk {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().expect("pool lock");
+        if pool.len() < POOLED {
+            pool.push(std::mem::take(&mut self.buf));
         }
     }
 }
@@ -489,21 +563,41 @@ mod tests {
         parse_range(Some(&HeaderValue::from_str(s).unwrap()), size)
     }
 
-    #[test]
-    fn followers_read_the_same_bytes_with_their_own_or_a_shared_handle() {
+    #[tokio::test]
+    async fn chunk_reader_reads_what_the_file_holds_and_fails_past_its_end() {
         let mut temp = tempfile::tempfile().unwrap();
         temp.write_all(b"0123456789").unwrap();
-        let shared = Arc::new(temp);
-        let mut own = IngestReader::new(shared.clone(), 3);
-        assert!(
-            matches!(own, IngestReader::Own(_)),
-            "/proc/self/fd is not available"
+        let mut reader = ChunkReader::new(Arc::new(temp));
+        assert_eq!(reader.read(3, 4).await.unwrap(), "3456");
+        assert_eq!(
+            reader.read(7, 8).await.unwrap(),
+            "789",
+            "a short read at the end"
         );
-        let mut fallback = IngestReader::Shared(shared);
-        for reader in [&mut own, &mut fallback] {
-            assert_eq!(reader.read(3, 4).unwrap(), "3456");
-            assert_eq!(reader.read(7, 3).unwrap(), "789");
-        }
+        let held = reader.read(0, 10).await.unwrap(); // hyper still sending it
+        assert_eq!(reader.read(2, 1).await.unwrap(), "2");
+        assert_eq!(
+            held, "0123456789",
+            "a chunk is not overwritten while it is held"
+        );
+        let past = reader.read(10, 4).await.unwrap_err();
+        assert_eq!(past.kind(), std::io::ErrorKind::UnexpectedEof);
+        reader.nowait = false; // the blocking pool's path
+        assert_eq!(reader.read(0, 2).await.unwrap(), "01");
+        assert!(reader.read(10, 1).await.is_err());
+    }
+
+    #[test]
+    fn readers_share_the_read_budget() {
+        assert_eq!(chunk_size_for(0), MAX_CHUNK);
+        assert_eq!(chunk_size_for(1), MAX_CHUNK);
+        assert_eq!(chunk_size_for(8), 256 << 10);
+        assert_eq!(
+            chunk_size_for(20),
+            MIN_CHUNK,
+            "20 downloads hold 20 x 2 x 64 KiB"
+        );
+        assert_eq!(chunk_size_for(10_000), MIN_CHUNK);
     }
 
     #[test]

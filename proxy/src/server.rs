@@ -49,6 +49,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight transfers may run on after the shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How many bytes of a response hyper queues for a connection before it stops pulling the body
+/// (hyper's default is ~400 KiB, per connection); also the largest request head accepted.
+const WRITE_QUEUE: usize = 64 << 10;
 
 /// `outpost serve`.
 pub fn serve_command(args: ServeArgs) -> Result<(), Failure> {
@@ -397,6 +400,7 @@ async fn accept_loop(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
+        .max_buf_size(WRITE_QUEUE)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);

@@ -38,6 +38,9 @@ use crate::translate::TlsPolicy;
 
 type HttpClient = Client<HttpsConnector<TcpConnector>, Empty<Bytes>>;
 
+/// The most an upstream connection buffers at once (hyper's default is ~400 KiB): body frames
+/// are views of this buffer, so it bounds what a fill holds per frame.
+const READ_BUFFER: usize = 128 << 10;
 const USER_AGENT: &str = concat!("outpost/", env!("CARGO_PKG_VERSION"));
 
 pub(crate) struct Transport {
@@ -205,6 +208,7 @@ impl Transport {
             .wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .http1_max_buf_size(READ_BUFFER)
             .build(https);
         clients.insert(policy.clone(), client.clone());
         Ok(client)
