@@ -51,7 +51,7 @@ say(hf_row("nginx, same file (hard link), sendfile", "warm_nginx", big))
 say(hf_row("`cat` of the file (page cache)", "cat_file", big))
 say(hf_row("cold: straight from the upstream", "cold_direct", big))
 if have("cold_hashed"):
-    say(hf_row("cold: straight from the upstream, body hashed (`curl \\| openssl dgst -sha256`)", "cold_hashed", big))
+    say(hf_row("cold: straight from the upstream, hashed as received (`bench/hashget.py`, no proxy)", "cold_hashed", big))
 say(hf_row("cold: outpost (stopped, data dir wiped, restarted before each run)", "cold_outpost", big))
 say(hf_row("cold: peer (stopped, cache wiped, restarted before each run)", "cold_peer", big))
 say("")
@@ -70,7 +70,7 @@ r = f("warm_nginx") / f("warm_outpost")
 target(f"warm {BIG} GET ≥ 0.95 × nginx throughput", f"{r:.2f}× nginx (peer: {f('warm_nginx') / f('warm_peer'):.2f}×)", r >= 0.95)
 r = f("cold_direct") / f("cold_outpost")
 once = og == "1" and abs(float(ob) - big) < 1
-hashed = f"; hashing alone, no proxy: {f('cold_direct') / f('cold_hashed'):.2f}×" if have("cold_hashed") else ""
+hashed = f"; receive + hash, no proxy: {f('cold_direct') / f('cold_hashed'):.2f}×" if have("cold_hashed") else ""
 target(f"cold {BIG} GET ≥ 0.9 × direct throughput", f"{r:.2f}× direct (peer: {f('cold_direct') / f('cold_peer'):.2f}×{hashed})", r >= 0.9)
 target("cold GET: upstream sends the blob exactly once", f"outpost {float(ob) / big:.2f}× in {og} GET(s) (peer {float(pb) / big:.2f}× in {pg})", once)
 
