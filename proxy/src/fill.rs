@@ -36,8 +36,9 @@ use crate::translate::Target;
 use crate::upstream::{self, Upstream};
 
 /// What all responses together spend on file read buffers, about: a lone download reads (and
-/// sends) in large chunks, which costs fewer system calls per byte; many concurrent downloads
-/// share the budget in smaller ones, so memory stays flat as clients are added.
+/// sends) in large chunks, which costs fewer system calls per byte; concurrent downloads share
+/// the budget in smaller ones, so memory grows little as clients are added (beyond 32 of them,
+/// by two [`MIN_CHUNK`] buffers each).
 const READ_BUDGET: usize = 4 << 20;
 /// The smallest and largest read, and body frame.
 const MIN_CHUNK: usize = 64 << 10;
@@ -585,6 +586,27 @@ mod tests {
         reader.nowait = false; // the blocking pool's path
         assert_eq!(reader.read(0, 2).await.unwrap(), "01");
         assert!(reader.read(10, 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn chunk_reader_reads_a_file_the_page_cache_does_not_hold() {
+        let bytes: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut temp = tempfile::tempfile().unwrap();
+        temp.write_all(&bytes).unwrap();
+        temp.sync_all().unwrap();
+        // Evicts the clean pages, so the first reads find nothing cached (EAGAIN, blocking pool).
+        rustix::fs::fadvise(&temp, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let mut reader = ChunkReader::new(Arc::new(temp));
+        let mut read = Vec::new();
+        while (read.len() as u64) < bytes.len() as u64 {
+            let offset = read.len() as u64;
+            let chunk = reader
+                .read(offset, bytes.len() as u64 - offset)
+                .await
+                .unwrap();
+            read.extend_from_slice(&chunk);
+        }
+        assert_eq!(read, bytes);
     }
 
     #[test]
