@@ -191,7 +191,8 @@ async fn an_imported_archive_is_served_with_no_upstream() {
         let blob = client
             .get(&url(format!("/v2/{host}/apps/web/blobs/{digest}")))
             .await;
-        assert_eq!(blob.status, StatusCode::OK);
+        let body = String::from_utf8_lossy(&blob.body);
+        assert_eq!(blob.status, StatusCode::OK, "{digest}: {body}");
         assert_eq!(&blob.body, bytes);
     }
     let tags = client
