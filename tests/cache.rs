@@ -380,22 +380,36 @@ async fn the_size_limit_evicts_least_recently_used_blobs() {
     };
     let outpost = Outpost::start(config).await;
     let client = Client::new();
+    let dir = outpost.data_dir.path();
     for digest in [&old, &newer, &newest] {
         let blob = client.stream(&outpost.url(&blob_path(digest)), &[]).await;
         assert_eq!(&blob.body.unwrap().0, digest);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The client has every byte once the digest is verified; the fsync and rename of the
+        // commit (and with them the blob's place in the LRU order) land just after.
+        let stored = wait_for_blobs(dir, |stored| stored.contains(&digest.hex().to_owned())).await;
+        assert!(stored.contains(&digest.hex().to_owned()), "{stored:?}");
     }
-    // gc runs in the background after the fill that crossed the limit.
-    let mut stored = Vec::new();
-    for _ in 0..100 {
-        stored = stored_blobs(outpost.data_dir.path());
-        if stored.len() < 3 {
+    // gc runs in the background after the commit that crossed the limit, down to 90 %.
+    let stored = wait_for_blobs(dir, |stored| !stored.contains(&old.hex().to_owned())).await;
+    assert!(!stored.contains(&old.hex().to_owned()), "{stored:?}");
+    assert!(stored.contains(&newest.hex().to_owned()), "{stored:?}");
+    assert!(
+        stored.contains(&newer.hex().to_owned()),
+        "only the least recently used blob goes: {stored:?}"
+    );
+}
+
+/// The blob files under `dir` once `done` holds for them, or after 10 s.
+async fn wait_for_blobs(dir: &Path, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let mut stored = stored_blobs(dir);
+    for _ in 0..500 {
+        if done(&stored) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+        stored = stored_blobs(dir);
     }
-    assert!(!stored.contains(&old.hex().to_owned()), "{stored:?}");
-    assert!(stored.contains(&newest.hex().to_owned()), "{stored:?}");
+    stored
 }
 
 #[tokio::test]
