@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::StatusCode;
 use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_MANIFEST};
 use outpost_tests::outpost::Client;
@@ -18,12 +17,7 @@ use proxy::route::Registry;
 use storage::{Digest, Store};
 
 fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> PushedImage {
-    fake.push_image(
-        repo,
-        Some(tag),
-        &format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#),
-        vec![Bytes::from(vec![seed; 70_000])],
-    )
+    fake.push_seeded(repo, Some(tag), seed, &[70_000])
 }
 
 fn config_in(dir: &Path) -> Config {

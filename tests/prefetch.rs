@@ -1,7 +1,6 @@
 //! `outpost prefetch`, black-box: images pulled from a fake upstream that counts requests, into
 //! a data dir that outpost then serves with the upstream gone.
 
-use bytes::Bytes;
 use http::StatusCode;
 use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_INDEX, OCI_MANIFEST};
 use outpost_tests::outpost::{Client, Outpost};
@@ -17,14 +16,8 @@ fn image_of(
     seed: u8,
     layers: usize,
 ) -> PushedImage {
-    fake.push_image(
-        repo,
-        tag,
-        &format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#),
-        (0..layers)
-            .map(|i| Bytes::from(vec![seed.wrapping_add(i as u8); 50_000 + i * 1000]))
-            .collect(),
-    )
+    let sizes: Vec<usize> = (0..layers).map(|i| 50_000 + i * 1000).collect();
+    fake.push_seeded(repo, tag, seed, &sizes)
 }
 
 fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8, layers: usize) -> PushedImage {

@@ -12,12 +12,7 @@ use storage::Digest;
 
 /// A small image in `repo` of `fake`: a config blob, one layer, and a manifest tagged `tag`.
 fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> PushedImage {
-    fake.push_image(
-        repo,
-        Some(tag),
-        &format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#),
-        vec![Bytes::from(vec![seed; 100_000])],
-    )
+    fake.push_seeded(repo, Some(tag), seed, &[100_000])
 }
 
 #[tokio::test]

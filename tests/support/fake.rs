@@ -428,6 +428,27 @@ impl FakeRegistry {
             .insert(digest, content);
     }
 
+    /// Stores a synthetic image made from `seed`: a config naming the seed and one layer per
+    /// entry of `layer_sizes`, layer `i` filled with the byte `seed + i`.
+    pub fn push_seeded(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        seed: u8,
+        layer_sizes: &[usize],
+    ) -> PushedImage {
+        self.push_image(
+            repo,
+            tag,
+            &format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#),
+            layer_sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &size)| Bytes::from(vec![seed.wrapping_add(i as u8); size]))
+                .collect(),
+        )
+    }
+
     /// Stores an image: `config` (JSON) and `layers` as blobs, and an OCI manifest over them,
     /// reachable by digest and, with `tag`, by that tag.
     pub fn push_image(
