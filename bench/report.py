@@ -52,6 +52,8 @@ say(hf_row("`cat` of the file (page cache)", "cat_file", big))
 say(hf_row("cold: straight from the upstream", "cold_direct", big))
 if have("cold_hashed"):
     say(hf_row("cold: straight from the upstream, hashed as received (`bench/hashget.py`, no proxy)", "cold_hashed", big))
+if have("hash_file"):
+    say(hf_row("SHA-256 of the file in the page cache alone (`openssl dgst`, no network)", "hash_file", big))
 say(hf_row("cold: outpost (stopped, data dir wiped, restarted before each run)", "cold_outpost", big))
 say(hf_row("cold: peer (stopped, cache wiped, restarted before each run)", "cold_peer", big))
 say("")
@@ -71,6 +73,8 @@ target(f"warm {BIG} GET ≥ 0.95 × nginx throughput", f"{r:.2f}× nginx (peer: 
 r = f("cold_direct") / f("cold_outpost")
 once = og == "1" and abs(float(ob) - big) < 1
 hashed = f"; receive + hash, no proxy: {f('cold_direct') / f('cold_hashed'):.2f}×" if have("cold_hashed") else ""
+if have("hash_file"):
+    hashed += f"; SHA-256 alone: {f('cold_direct') / f('hash_file'):.2f}×"
 target(f"cold {BIG} GET ≥ 0.9 × direct throughput", f"{r:.2f}× direct (peer: {f('cold_direct') / f('cold_peer'):.2f}×{hashed})", r >= 0.9)
 target("cold GET: upstream sends the blob exactly once", f"outpost {float(ob) / big:.2f}× in {og} GET(s) (peer {float(pb) / big:.2f}× in {pg})", once)
 

@@ -148,6 +148,9 @@ hf cold_direct --runs "$RUNS" --warmup 1 "curl -sf -o /dev/null $UP$BIGP"
 # receiving and verifying the bytes costs on these cores, the bound for any cache that checks
 # digests before it serves the last byte
 hf cold_hashed --runs "$RUNS" --warmup 1 "python3 $BENCH_DIR/hashget.py $UP$BIGP"
+# SHA-256 alone, of the blob file in the page cache, no network: on one core, a cache that
+# verifies what it serves cannot be faster than this
+hf hash_file --runs "$RUNS" --warmup 1 "openssl dgst -sha256 $BLOBFILE"
 M=$(up_lines)
 hf cold_outpost --runs "$RUNS" --prepare "$CTL outpost-cold" "curl -sf -o /dev/null $OP$BIGP"
 up_quiet; kv cold_outpost_upstream_per_run "$(up_blob "$M" "$BIGL")"
