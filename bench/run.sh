@@ -127,7 +127,7 @@ upstream_start
 read -r BIGM BIGL BIGSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/big:1 "$BIG" --workdir "$S")
 read -r MIDM MIDL MIDSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/mid:1 "$MID" --workdir "$S")
 read -r SMALLM _ _ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/small:1 4K --workdir "$S")
-kv big_size "$BIGSZ"; kv mid_size "$MIDSZ"; kv big_layer "$BIGL"; kv mid_layer "$MIDL"; kv small_manifest "$SMALLM"
+kv big_size "$BIGSZ"; kv mid_size "$MIDSZ"; kv clients "$CLIENTS"; kv big_layer "$BIGL"; kv mid_layer "$MIDL"; kv small_manifest "$SMALLM"
 UP=http://127.0.0.1:$UP_PORT OP=http://127.0.0.1:$OUTPOST_PORT PE=http://127.0.0.1:$PEER_PORT
 BIGP=/v2/bench/big/blobs/$BIGL MIDP=/v2/bench/mid/blobs/$MIDL
 BLOBFILE=$S/upstream/data/docker/registry/v2/blobs/sha256/${BIGL:7:2}/${BIGL:7}/data
@@ -322,5 +322,6 @@ cp "$KV" "${RESULTS%.md}.kv"
   echo "- versions: docker-registry $(docker-registry --version | awk '{print $3}'), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | awk '{print $1,$2}'), ab $(ab -V | awk '/Version/{print $5}' | tr -d ,), hyperfine $(hyperfine --version | awk '{print $2}'), skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), $(curl --version | head -1 | cut -d' ' -f1-2)"
   echo
   python3 "$BENCH_DIR/report.py" "$KV"
-} >"$RESULTS"
+} >"$RESULTS" || report_status=$? # 1: wrong bodies served (report.py says which)
 cat "$RESULTS"
+[ "${report_status:-0}" = 0 ] || die "the run is broken (see the errors above); $RESULTS has its figures"
