@@ -30,7 +30,8 @@ export NGINX_PORT=${NGINX_PORT:-5403}
 export BENCH_STATE=${BENCH_STATE:-$(mktemp -d /tmp/outpost-bench.XXXXXX)}
 RESULTS=${1:-$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).md}
 S=$BENCH_STATE
-mkdir -p "$S"
+mkdir -p "$S" "$(dirname "$RESULTS")"
+[ -w "$(dirname "$RESULTS")" ] || { echo "bench: ERROR: cannot write $RESULTS" >&2; exit 1; }
 chmod 755 "$S" # nginx's worker runs as nobody and must reach nginx-root/ (mktemp makes 0700)
 # shellcheck source=ctl.sh
 . "$BENCH_DIR/ctl.sh"
