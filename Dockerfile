@@ -10,7 +10,7 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p proxy --bin outpost \
+RUN cargo build --release --locked -p outpost --bin outpost \
  && cp target/release/outpost /usr/local/bin/outpost
 
 FROM debian:bookworm-slim

@@ -68,7 +68,7 @@ if [ -n "${OUTPOST_BIN:-}" ]; then
   log "using the outpost binary $OUTPOST_BIN (OUTPOST_BIN)"
 else
   log "building outpost (release)"
-  (cd "$REPO" && cargo build --release -q -p proxy --bin outpost) || die "cargo build --release -p proxy --bin outpost failed"
+  (cd "$REPO" && cargo build --release -q -p outpost --bin outpost) || die "cargo build --release -p outpost --bin outpost failed"
   TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
   OUTPOST_BIN=$TARGET_DIR/release/outpost
 fi

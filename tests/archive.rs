@@ -7,14 +7,16 @@ use std::io::Read;
 use std::path::Path;
 use std::time::SystemTime;
 
+use archive::ArchiveError;
+use config::Config;
 use http::StatusCode;
+use oci::Digest;
+use oci::ImageRef;
+use oci::Registry;
 use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_MANIFEST};
 use outpost_tests::outpost::Client;
-use proxy::archive::{self, ArchiveError};
-use proxy::config::Config;
-use proxy::prefetch::{self, ImageRef, Options};
-use proxy::route::Registry;
-use storage::{Digest, Store};
+use prefetch::Options;
+use storage::Store;
 
 fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> PushedImage {
     fake.push_seeded(repo, Some(tag), seed, &[70_000])
@@ -127,7 +129,7 @@ async fn export_writes_an_oci_image_layout_with_names_and_verified_blobs() {
     expected.sort();
     assert_eq!(blobs.keys().copied().collect::<Vec<_>>(), expected);
     for (hex, bytes) in blobs {
-        let digest = Digest::compute(storage::Algorithm::Sha256, bytes);
+        let digest = Digest::compute(oci::Algorithm::Sha256, bytes);
         assert_eq!(digest.hex(), hex);
     }
     assert!(!out.path().join("images.tar.partial").exists());
@@ -169,7 +171,7 @@ async fn an_imported_archive_is_served_with_no_upstream() {
         assert_eq!((again.blobs_new, again.blobs_present), (0, 3));
     }
 
-    let running = proxy::server::start(config_in(node.path())).await.unwrap();
+    let running = server::start(config_in(node.path())).await.unwrap();
     let client = Client::new();
     let url = |path: String| format!("http://{}{path}", running.addr);
     let reply = client
@@ -228,7 +230,7 @@ async fn a_corrupt_archive_is_refused_with_the_digest_and_nothing_is_tagged() {
         assert!(store.repositories().is_empty());
         assert!(store.stat(layer).is_none());
     }
-    let running = proxy::server::start(config_in(node.path())).await.unwrap();
+    let running = server::start(config_in(node.path())).await.unwrap();
     let reply = Client::new()
         .get_with(
             &format!("http://{}/v2/{host}/apps/web/manifests/1", running.addr),

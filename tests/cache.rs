@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use config::Config;
 use http::StatusCode;
+use oci::Digest;
 use outpost_tests::fake::{FakeRegistry, PushedImage};
 use outpost_tests::outpost::{external_config, Client, Outpost};
-use proxy::config::Config;
-use storage::Digest;
 
 fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, layer: Bytes) -> PushedImage {
     fake.push_image(
@@ -218,7 +218,7 @@ async fn offline_the_stored_image_is_served_by_tag_and_digest() {
     let fake = FakeRegistry::start().await;
     let image = push_image(&fake, REPO, "v1", Bytes::from(vec![1u8; 200_000]));
     let config = Config {
-        cache: proxy::config::CacheConfig {
+        cache: config::CacheConfig {
             tag_ttl: Duration::from_secs(300),
             ..Config::default().cache
         },
@@ -332,7 +332,7 @@ async fn infrastructure_images_pass_through_unstored() {
     let fake = FakeRegistry::start().await;
     let image = push_image(&fake, REPO, "v1", Bytes::from(vec![5u8; 10_000]));
     let config = Config {
-        infrastructure_images: vec!["quay.io/app/*".into()],
+        infrastructure_images: vec![oci::RepoPattern::parse("quay.io/app/*").unwrap()],
         ..external_config(&fake.host(), "p", None)
     };
     let outpost = Outpost::start(config).await;
@@ -372,7 +372,7 @@ async fn the_size_limit_evicts_least_recently_used_blobs() {
     let newer = fake.add_blob(REPO, vec![2u8; 400_000]);
     let newest = fake.add_blob(REPO, vec![3u8; 400_000]);
     let config = Config {
-        cache: proxy::config::CacheConfig {
+        cache: config::CacheConfig {
             max_size: Some(1_000_000),
             ..Config::default().cache
         },

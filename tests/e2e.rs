@@ -14,13 +14,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use base64::Engine as _;
+use oci::Digest;
 use outpost_tests::image::{Image, ImageSpec, LayerSpec, MIB};
 use outpost_tests::real::{
     curl_pull, outpost_ok, skopeo_copy, skopeo_pull, Containerd, Outpost, OutpostOptions, Registry,
     RegistryOptions, SkopeoSource,
 };
 use outpost_tests::tools::Http;
-use storage::Digest;
 
 const USER: &str = "e2e-user";
 const PASS: &str = "e2e-Pa55word";

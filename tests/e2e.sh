@@ -28,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # shellcheck disable=SC2086
-cargo build ${CARGO_PROFILE_FLAGS:-} -p proxy --bin outpost
+cargo build ${CARGO_PROFILE_FLAGS:-} -p outpost --bin outpost
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 profile=debug
 case "${CARGO_PROFILE_FLAGS:-}" in *--release*) profile=release ;; esac

@@ -6,14 +6,16 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use config::Config;
 use http::StatusCode;
+use oci::Digest;
+use oci::ImageRef;
+use oci::Registry;
 use outpost_tests::fake::{FakeRegistry, OCI_MANIFEST};
 use outpost_tests::outpost::Client;
 use outpost_tests::tools::Tool;
-use proxy::config::Config;
-use proxy::prefetch::{self, ImageRef, Options};
-use proxy::route::Registry;
-use storage::{Digest, Store};
+use prefetch::Options;
+use storage::Store;
 
 /// A single-layer image whose layer is a real tar, so skopeo can handle it.
 fn push(fake: &FakeRegistry, repo: &str, tag: &str) -> (Digest, Vec<Digest>) {
@@ -26,7 +28,7 @@ fn push(fake: &FakeRegistry, repo: &str, tag: &str) -> (Digest, Vec<Digest>) {
         .append_data(&mut header, "data.bin", data.as_slice())
         .unwrap();
     let layer = Bytes::from(builder.into_inner().unwrap());
-    let layer_digest = Digest::compute(storage::Algorithm::Sha256, &layer);
+    let layer_digest = Digest::compute(oci::Algorithm::Sha256, &layer);
     let config = Bytes::from(
         serde_json::json!({
             "architecture": "amd64", "os": "linux", "config": {},
@@ -96,7 +98,7 @@ async fn skopeo_reads_exports_and_skopeo_archives_import_and_serve_offline() {
     {
         let store = Store::open(&source).unwrap();
         let image = ImageRef::parse(&name, &hub).unwrap();
-        proxy::archive::export(&store, &[image], &ours).unwrap();
+        archive::export(&store, &[image], &ours).unwrap();
     }
 
     // skopeo finds the image by its full name and copies it out unchanged.
@@ -107,13 +109,10 @@ async fn skopeo_reads_exports_and_skopeo_archives_import_and_serve_offline() {
         &format!("dir:{}", dir.display()),
     ]);
     let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
-    assert_eq!(
-        Digest::compute(storage::Algorithm::Sha256, &manifest),
-        digest
-    );
+    assert_eq!(Digest::compute(oci::Algorithm::Sha256, &manifest), digest);
     for blob in &blobs {
         let bytes = std::fs::read(dir.join(blob.hex())).unwrap();
-        assert_eq!(&Digest::compute(storage::Algorithm::Sha256, &bytes), blob);
+        assert_eq!(&Digest::compute(oci::Algorithm::Sha256, &bytes), blob);
     }
 
     // skopeo writes an archive under another name; outpost imports it.
@@ -128,14 +127,14 @@ async fn skopeo_reads_exports_and_skopeo_archives_import_and_serve_offline() {
     let node = work.path().join("node");
     let imported = {
         let store = Store::open(&node).unwrap();
-        proxy::archive::import(&store, &theirs, &hub, SystemTime::now()).unwrap()
+        archive::import(&store, &theirs, &hub, SystemTime::now()).unwrap()
     };
     assert_eq!(imported.tagged.len(), 1);
     assert_eq!(imported.tagged[0].0, other);
     let served_digest = imported.tagged[0].1.clone();
 
     // Served with no upstream at all: the manifest by tag, then every blob it names.
-    let running = proxy::server::start(config_in(&node)).await.unwrap();
+    let running = server::start(config_in(&node)).await.unwrap();
     let client = Client::new();
     let url = |path: &str| format!("http://{}{path}", running.addr);
     let reply = client

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use config::{CacheConfig, Config};
 use http::StatusCode;
+use oci::{Algorithm, Digest};
 use outpost_tests::fake::{Auth, FakeRegistry};
 use outpost_tests::outpost::{external_config, Client, Outpost};
-use proxy::config::{CacheConfig, Config};
-use storage::{Algorithm, Digest};
 
 const REPO: &str = "p/quay.io/app/x";
 
@@ -500,7 +500,7 @@ async fn not_ready_until_the_store_is_reconciled() {
         data_dir: data_dir.path().to_owned(),
         ..Config::default()
     };
-    let running = proxy::server::start_listening(config).await.unwrap();
+    let running = server::start_listening(config).await.unwrap();
     let url = |path: &str| format!("http://{}{path}", running.addr);
     let client = Client::new();
     // Listening, alive, not ready: the store is still being reconciled.
@@ -540,7 +540,7 @@ async fn a_store_that_cannot_open_is_reported_not_ready() {
         data_dir: data_dir.path().to_owned(),
         ..Config::default()
     };
-    let error = proxy::server::start(config.clone())
+    let error = server::start(config.clone())
         .await
         .err()
         .expect("start fails");
@@ -550,7 +550,7 @@ async fn a_store_that_cannot_open_is_reported_not_ready() {
             .contains(&data_dir.path().display().to_string()),
         "{error}"
     );
-    let running = proxy::server::start_listening(config).await.unwrap();
+    let running = server::start_listening(config).await.unwrap();
     assert!(running.ready().await.is_err());
     let client = Client::new();
     let url = |path: &str| format!("http://{}{path}", running.addr);
@@ -644,7 +644,7 @@ impl Captured {
             let writer = logs.clone();
             tracing_subscriber::fmt()
                 .json()
-                .with_env_filter("info,proxy=debug,storage=debug,outpost=debug")
+                .with_env_filter("info,server=debug,upstream=debug,storage=debug,outpost=debug")
                 .with_writer(move || writer.clone())
                 .init();
             logs

@@ -1,12 +1,14 @@
 //! `outpost prefetch`, black-box: images pulled from a fake upstream that counts requests, into
 //! a data dir that outpost then serves with the upstream gone.
 
+use config::Config;
 use http::StatusCode;
+use oci::Digest;
+use oci::{ImageRef, Platform, RepoPattern};
 use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_INDEX, OCI_MANIFEST};
 use outpost_tests::outpost::{Client, Outpost};
-use proxy::config::Config;
-use proxy::prefetch::{self, Options, Platform, PrefetchError};
-use storage::{Digest, Store};
+use prefetch::{Options, PrefetchError};
+use storage::Store;
 
 /// An image pushed to the fake: manifest digest and its blobs (config first).
 fn image_of(
@@ -78,8 +80,14 @@ async fn provider_first_then_infrastructure_images_then_the_rest() {
     let db = push(&fake, "apps/db", "1", 4, 1);
     let dir = tempfile::tempdir().unwrap();
     let mut config = config_in(dir.path());
-    config.provider.image = Some(format!("{host}/kairos/core:v1"));
-    config.infrastructure_images = vec![format!("{host}/kairos/core"), format!("{host}/infra/*")];
+    let default = config.default_registry.clone();
+    config.provider.image =
+        Some(ImageRef::parse(&format!("{host}/kairos/core:v1"), &default).unwrap());
+    let pattern = |p: String| RepoPattern::parse(&p).unwrap();
+    config.infrastructure_images = vec![
+        pattern(format!("{host}/kairos/core")),
+        pattern(format!("{host}/infra/*")),
+    ];
 
     let report = prefetch::prefetch(
         config,
@@ -222,7 +230,7 @@ async fn standalone_prefetch_of_an_index_is_served_offline() {
 
     // Served from the data dir with the upstream gone.
     fake.stop().await;
-    let running = proxy::server::start(config_in(dir.path())).await.unwrap();
+    let running = server::start(config_in(dir.path())).await.unwrap();
     let client = Client::new();
     let url = |path: String| format!("http://{}{path}", running.addr);
     let reply = client

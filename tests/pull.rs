@@ -4,11 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use config::{Config, ExternalRegistry, MappingRule};
 use http::{Method, StatusCode};
+use oci::Digest;
+use oci::{Credentials, Secret};
 use outpost_tests::fake::{Auth, FakeRegistry, PushedImage, OCI_INDEX, OCI_MANIFEST};
 use outpost_tests::outpost::{external_config, Client, Outpost};
-use proxy::config::{Config, Credentials, ExternalRegistry, MappingRule, Secret};
-use storage::Digest;
 
 /// A small image in `repo` of `fake`: a config blob, one layer, and a manifest tagged `tag`.
 fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> PushedImage {
@@ -174,7 +175,7 @@ async fn manifest_by_digest_is_checked_against_the_digest() {
     );
 
     // An upstream answering a digest request with other bytes: 502, nothing returned.
-    let wrong = Digest::compute(storage::Algorithm::Sha256, b"something else");
+    let wrong = Digest::compute(oci::Algorithm::Sha256, b"something else");
     fake.add_manifest_under_wrong_digest(
         "p/quay.io/a/b",
         &wrong,
@@ -401,14 +402,14 @@ async fn mapping_rules_pick_the_target_and_its_credentials() {
     let config = Config {
         external_registries: vec![
             ExternalRegistry {
-                host: fallback.host(),
+                host: oci::Registry::parse(&fallback.host()).unwrap(),
                 prefix: "all".into(),
                 credentials: None,
                 certificates: vec![],
                 insecure: true,
             },
             ExternalRegistry {
-                host: mirror.host(),
+                host: oci::Registry::parse(&mirror.host()).unwrap(),
                 prefix: String::new(),
                 credentials: Some(Credentials {
                     username: "robot".into(),
@@ -419,8 +420,8 @@ async fn mapping_rules_pick_the_target_and_its_credentials() {
             },
         ],
         mapping_rules: vec![MappingRule {
-            source: "us-docker.pkg.dev/palette-images".into(),
-            target: format!("{}/palette-images", mirror.host()),
+            source: oci::Prefix::parse("us-docker.pkg.dev/palette-images").unwrap(),
+            target: oci::Prefix::parse(&format!("{}/palette-images", mirror.host())).unwrap(),
         }],
         ..Config::default()
     };

@@ -1,4 +1,4 @@
-//! Black-box tests of the upstream client (`proxy::upstream::Upstream`) against the in-process
+//! Black-box tests of the upstream client (`upstream::Upstream`) against the in-process
 //! fake registry: auth flows, token caching, redirects to a CDN, pass-through statuses, streaming
 //! memory, and failures that must name the upstream host.
 
@@ -8,11 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
+use oci::{Algorithm, Digest, Hasher};
+use oci::{Credentials, Secret};
+use oci::{Target, TlsPolicy};
 use outpost_tests::fake::{Auth, FakeRegistry, DOCKER_MANIFEST, OCI_MANIFEST};
-use proxy::config::{Credentials, Secret, UpstreamTimeouts};
-use proxy::translate::{Target, TlsPolicy};
-use proxy::upstream::{Request, TimeoutStage, Upstream, UpstreamError};
-use storage::{Algorithm, Digest, Hasher};
+use upstream::{Request, TimeoutStage, Timeouts as UpstreamTimeouts, Upstream, UpstreamError};
 
 const REPO: &str = "team/app";
 

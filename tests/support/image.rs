@@ -16,8 +16,8 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use oci::{Algorithm, Digest, Hasher};
 use serde_json::json;
-use storage::{Algorithm, Digest, Hasher};
 
 use crate::tools::Http;
 

@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use config::{Config, ExternalRegistry};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
-use proxy::config::{Config, Credentials, ExternalRegistry, Secret};
-use proxy::server::Running;
-use storage::{Digest, Hasher};
+use oci::{Credentials, Secret};
+use oci::{Digest, Hasher};
+use server::Running;
 
 /// A running outpost; stops when dropped.
 pub struct Outpost {
@@ -25,7 +26,7 @@ impl Outpost {
         let data_dir = tempfile::tempdir().expect("temp dir");
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = data_dir.path().to_owned();
-        let running = proxy::server::start(config).await.expect("outpost starts");
+        let running = server::start(config).await.expect("outpost starts");
         Outpost { running, data_dir }
     }
 
@@ -39,7 +40,7 @@ impl Outpost {
 pub fn external_config(host: &str, prefix: &str, credentials: Option<(&str, &str)>) -> Config {
     Config {
         registry_credentials: Some(ExternalRegistry {
-            host: host.to_owned(),
+            host: oci::Registry::parse(host).expect("a registry host"),
             prefix: prefix.to_owned(),
             credentials: credentials.map(|(u, p)| Credentials {
                 username: u.to_owned(),
@@ -90,7 +91,7 @@ impl Reply {
     }
 
     pub fn digest(&self) -> Digest {
-        Digest::compute(storage::Algorithm::Sha256, &self.body)
+        Digest::compute(oci::Algorithm::Sha256, &self.body)
     }
 }
 
@@ -171,7 +172,7 @@ impl Client {
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         let (parts, mut body) = response.into_parts();
-        let mut hasher = Hasher::new(storage::Algorithm::Sha256);
+        let mut hasher = Hasher::new(oci::Algorithm::Sha256);
         let mut len = 0u64;
         let result = loop {
             match body.frame().await {

@@ -9,7 +9,7 @@
 //! - [`Outpost`]: `outpost serve --config FILE --listen 127.0.0.1:PORT --data-dir DIR`, started
 //!   and awaited until `GET /v2/` answers 200, stderr captured to a file.
 //!   The binary is `$OUTPOST_BIN` when set (`tests/e2e.sh` builds it and sets it); otherwise the
-//!   suite runs `cargo build -p proxy --bin outpost` once and uses
+//!   suite runs `cargo build -p outpost --bin outpost` once and uses
 //!   `$CARGO_TARGET_DIR/debug/outpost` (default `<workspace>/target/debug/outpost`).
 //! - [`Containerd`]: a containerd daemon whose root, state, socket and config live in a temp dir
 //!   (CRI disabled, native snapshotter: no mounts), driven with `ctr --hosts-dir`.
@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use storage::Digest;
+use oci::Digest;
 
 use crate::image::{Image, PushTarget};
 use crate::tools::{describe, run, run_ok, Http, Tool};
@@ -408,7 +408,7 @@ fn parse_access_line(line: &str) -> Option<AccessEntry> {
 
 static OUTPOST_BIN: OnceLock<PathBuf> = OnceLock::new();
 
-/// The `outpost` binary: `$OUTPOST_BIN`, or built once with `cargo build -p proxy --bin outpost`.
+/// The `outpost` binary: `$OUTPOST_BIN`, or built once with `cargo build -p outpost --bin outpost`.
 pub fn outpost_binary() -> PathBuf {
     OUTPOST_BIN
         .get_or_init(|| {
@@ -416,7 +416,7 @@ pub fn outpost_binary() -> PathBuf {
                 let bin = PathBuf::from(bin);
                 assert!(
                     bin.is_file(),
-                    "OUTPOST_BIN={} is not a file; build it with `cargo build -p proxy --bin outpost`",
+                    "OUTPOST_BIN={} is not a file; build it with `cargo build -p outpost --bin outpost`",
                     bin.display()
                 );
                 return bin;
@@ -429,7 +429,7 @@ pub fn outpost_binary() -> PathBuf {
             let mut build = Command::new(cargo);
             build
                 .current_dir(&workspace)
-                .args(["build", "-p", "proxy", "--bin", "outpost"]);
+                .args(["build", "-p", "outpost", "--bin", "outpost"]);
             run_ok(&mut build);
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)

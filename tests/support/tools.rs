@@ -267,7 +267,7 @@ impl HttpResponse {
     }
 
     /// The body's length and sha256 digest, read from disk in chunks.
-    pub fn body_digest(&self) -> (u64, storage::Digest) {
+    pub fn body_digest(&self) -> (u64, oci::Digest) {
         crate::image::file_digest(self.body.path())
     }
 }

@@ -1,0 +1,189 @@
+//! Merging of several files: later values win, key by key.
+//!
+//! Maps (sections, and `registryMappingRules`) merge recursively: a key set in a later file
+//! replaces the same key of an earlier file, keys set only earlier stay. Scalars and lists
+//! (`registries`, `caCerts`, `certificates`, `infrastructureImages`) are values: a later file's
+//! list replaces the earlier list as a whole.
+
+use super::file::*;
+
+/// Fold `later` into `self`, `later` winning key by key.
+pub trait Merge {
+    fn merge(&mut self, later: Self);
+}
+
+impl<T: Merge> Merge for Option<T> {
+    fn merge(&mut self, later: Self) {
+        match (self.as_mut(), later) {
+            (Some(earlier), Some(later)) => earlier.merge(later),
+            (None, Some(later)) => *self = Some(later),
+            (_, None) => {}
+        }
+    }
+}
+
+/// Leaves: a later value replaces the earlier one.
+macro_rules! leaf {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Merge for $ty {
+            fn merge(&mut self, later: Self) {
+                *self = later;
+            }
+        }
+    )*};
+}
+
+use super::values::{
+    ByteSize, CaCertificates, Domain, HumanDuration, ImageText, ListenAddr, Pattern,
+    PemCertificates, RegistryHost,
+};
+use std::path::PathBuf;
+
+leaf!(
+    bool,
+    String,
+    PathBuf,
+    RawSecret,
+    ByteSize,
+    HumanDuration,
+    ListenAddr,
+    RegistryHost,
+    Domain,
+    ImageText,
+    PemCertificates,
+    CaCertificates,
+    Vec<Pattern>,
+    Vec<RegistrySection>,
+);
+
+/// Sections: merge field by field.
+macro_rules! section {
+    ($ty:ty { $($field:ident),* $(,)? }) => {
+        impl Merge for $ty {
+            fn merge(&mut self, later: Self) {
+                $( self.$field.merge(later.$field); )*
+            }
+        }
+    };
+}
+
+section!(FileConfig {
+    outpost,
+    stylus,
+    options,
+    provider_credentials
+});
+section!(OutpostSection {
+    listen,
+    data_dir,
+    default_registry,
+    local_registry,
+    cache,
+    infrastructure_images,
+    tls,
+    upstream,
+    admin
+});
+section!(LocalRegistrySection { enabled });
+section!(CacheSection {
+    max_size,
+    tag_ttl,
+    fill_timeout
+});
+section!(TlsSection { cert, key });
+section!(UpstreamSection {
+    connect_timeout,
+    response_timeout
+});
+section!(AdminSection { listen });
+section!(StylusSection {
+    registry_credentials,
+    external_registries,
+    site
+});
+section!(RegistrySection {
+    domain,
+    username,
+    password,
+    repository_name,
+    certificates,
+    insecure,
+    encoded_password
+});
+section!(ExternalRegistriesSection {
+    registries,
+    registry_mapping_rules
+});
+section!(SiteSection {
+    ca_certs,
+    insecure_skip_verify
+});
+section!(OptionsSection { system_uri });
+section!(ProviderCredentialsSection {
+    registry,
+    user,
+    password,
+    certificates
+});
+
+impl Merge for MappingRules {
+    /// Key by key: a later rule for the same source replaces the earlier target in place; new
+    /// sources are appended in file order.
+    fn merge(&mut self, later: Self) {
+        for (source, target) in later.0 {
+            match self.0.iter_mut().find(|(s, _)| *s == source) {
+                Some(existing) => existing.1 = target,
+                None => self.0.push((source, target)),
+            }
+        }
+    }
+}
+
+/// Merge every file in order.
+pub fn merge_all<'a>(files: impl IntoIterator<Item = &'a FileConfig>) -> FileConfig {
+    let mut merged = FileConfig::default();
+    for file in files {
+        merged.merge(file.clone());
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str) -> FileConfig {
+        super::super::file::parse(Path::new("t.yaml"), text).unwrap()
+    }
+
+    #[test]
+    fn later_wins_key_by_key() {
+        let a = parse(
+            "outpost:\n  listen: 127.0.0.1:1\n  dataDir: /a\nstylus:\n  externalRegistries:\n    registryMappingRules:\n      a.io/x: b.io/x\n      c.io: d.io\n",
+        );
+        let b = parse(
+            "outpost:\n  listen: 127.0.0.1:2\nstylus:\n  externalRegistries:\n    registryMappingRules:\n      c.io: e.io\n      f.io: g.io\n",
+        );
+        let m = merge_all([&a, &b]);
+        let o = m.outpost.unwrap();
+        assert_eq!(o.listen.unwrap().0.port(), 2);
+        assert_eq!(o.data_dir.unwrap(), PathBuf::from("/a"));
+        let rules: Vec<(String, String)> = m
+            .stylus
+            .unwrap()
+            .external_registries
+            .unwrap()
+            .registry_mapping_rules
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|(s, t)| (s.0.to_string(), t.0.to_string()))
+            .collect();
+        let expected = [("a.io/x", "b.io/x"), ("c.io", "e.io"), ("f.io", "g.io")];
+        assert_eq!(
+            rules,
+            expected.map(|(s, t)| (s.to_owned(), t.to_owned())).to_vec()
+        );
+    }
+}

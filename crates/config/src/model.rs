@@ -1,0 +1,161 @@
+//! The resolved configuration: what the rest of outpost reads.
+//!
+//! `config::load` turns one or more YAML files (Palette user-data, OS-pack values, outpost's own
+//! `outpost:` block) into this. Everything here is already validated: hosts are `host[:port]`,
+//! PEM blocks parse, base64 passwords are decoded, durations and sizes are numbers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use oci::{Credentials, ImageRef, Prefix, Registry, RepoPattern, Source};
+
+/// One registry outpost may fetch from in place of the source registry
+/// (`stylus.registryCredentials`, or an entry of `stylus.externalRegistries.registries`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalRegistry {
+    /// `host[:port]`, e.g. `10.10.254.254:8000` (canonical: Docker Hub's hosts are `docker.io`).
+    pub host: Registry,
+    /// The path part of `domain` joined with `repositoryName`, without leading or trailing `/`;
+    /// empty when neither is set. `10.10.254.254:8000/spectro-images` gives `spectro-images`.
+    pub prefix: String,
+    pub credentials: Option<Credentials>,
+    /// Extra trusted CAs for this registry, one PEM block (or chain) per entry.
+    pub certificates: Vec<String>,
+    /// HTTPS without verification, falling back to plain HTTP if the handshake fails.
+    pub insecure: bool,
+}
+
+/// `registryMappingRules`: a source prefix (`host[/path]`) replaced by a target (`host[/path]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingRule {
+    pub source: Prefix,
+    pub target: Prefix,
+}
+
+/// The provider (OS) image from the OS-pack values, and its registry's credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provider {
+    /// `options.system.uri`, e.g. `quay.io/kairos/core-ubuntu-20-lts-rke2:v1.25.2-rke2r1`, read
+    /// with `outpost.defaultRegistry` as the registry of a name without one.
+    pub image: Option<ImageRef>,
+    /// The registry host of the provider image: `providerCredentials.registry`, or else the host of `image`.
+    pub registry: Option<Registry>,
+    pub credentials: Option<Credentials>,
+    pub certificates: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// `cache.maxSize` in bytes; `None` means unlimited.
+    pub max_size: Option<u64>,
+    /// `cache.tagTtl`: how long a tag answer is served without asking the upstream.
+    pub tag_ttl: Duration,
+    /// `cache.fillTimeout`: the longest one upstream download may take.
+    pub fill_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// `upstream.connectTimeout`
+    pub connect: Duration,
+    /// `upstream.responseTimeout`: until the response headers arrive.
+    pub response_header: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The site-wide TLS settings for every upstream (`stylus.site`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Site {
+    pub ca_certs: Vec<String>,
+    pub insecure_skip_verify: bool,
+}
+
+/// Everything outpost was configured with, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The registry of a name with no registry host in it (`docker.io`).
+    pub default_registry: Registry,
+    /// `outpost.localRegistry.enabled`: store content in the embedded store.
+    pub local_registry: bool,
+    pub cache: CacheConfig,
+    /// Repository patterns (`host/path`, a trailing `/*` or `*` matches everything below) that are
+    /// streamed but never stored. Defaults to the provider image's repository.
+    pub infrastructure_images: Vec<RepoPattern>,
+    pub tls: Option<TlsFiles>,
+    pub upstream: UpstreamTimeouts,
+    /// `stylus.registryCredentials`: the single external registry, when set.
+    pub registry_credentials: Option<ExternalRegistry>,
+    /// `stylus.externalRegistries.registries`.
+    pub external_registries: Vec<ExternalRegistry>,
+    /// `stylus.externalRegistries.registryMappingRules`, in file order.
+    pub mapping_rules: Vec<MappingRule>,
+    pub site: Site,
+    pub provider: Provider,
+    /// `outpost.admin.listen`: where the admin endpoints (metrics, health) listen, when set.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            data_dir: PathBuf::from("./outpost-data"),
+            default_registry: crate::values::docker_hub(),
+            local_registry: true,
+            cache: CacheConfig {
+                max_size: None,
+                tag_ttl: Duration::from_secs(300),
+                fill_timeout: Duration::from_secs(3600),
+            },
+            infrastructure_images: Vec::new(),
+            tls: None,
+            upstream: UpstreamTimeouts {
+                connect: Duration::from_secs(10),
+                response_header: Duration::from_secs(60),
+            },
+            registry_credentials: None,
+            external_registries: Vec::new(),
+            mapping_rules: Vec::new(),
+            site: Site::default(),
+            provider: Provider {
+                image: None,
+                registry: None,
+                credentials: None,
+                certificates: Vec::new(),
+            },
+            admin_listen: None,
+        }
+    }
+}
+
+impl Config {
+    /// The external registry that carries every image not matched by a mapping rule:
+    /// `registryCredentials`, or else the first of `externalRegistries.registries`.
+    pub fn external_registry(&self) -> Option<&ExternalRegistry> {
+        self.registry_credentials
+            .as_ref()
+            .or_else(|| self.external_registries.first())
+    }
+
+    /// The `externalRegistries` entry (or `registryCredentials`) for a target registry.
+    pub fn registry_for_host(&self, host: &Registry) -> Option<&ExternalRegistry> {
+        self.external_registries
+            .iter()
+            .chain(self.registry_credentials.iter())
+            .find(|r| r.host == *host)
+    }
+
+    /// Whether `source` is an infrastructure image (`outpost.infrastructureImages`): streamed,
+    /// never stored. The one place that decides it.
+    pub fn is_infrastructure(&self, source: &Source) -> bool {
+        self.infrastructure_images.iter().any(|p| p.matches(source))
+    }
+}

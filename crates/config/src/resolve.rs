@@ -1,0 +1,293 @@
+//! From the merged files to the resolved [`Config`]: defaults filled in, base64 passwords
+//! decoded, prefixes joined, the provider registry derived.
+//!
+//! What needs more than one key (`encodedPassword` with `password`, `tls.cert` with `tls.key`)
+//! is checked here; an error names the file that last set the key.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use super::error::ConfigError;
+use super::file::{FileConfig, ParsedFile, RegistrySection};
+use super::model::*;
+use oci::{Credentials, ImageRef, RepoPattern, Secret};
+
+use super::values::{join, repository_path, CertPem};
+
+/// The file that last set what `is_set` looks at (the file whose value won the merge).
+pub fn last_setter(files: &[ParsedFile], is_set: impl Fn(&FileConfig) -> bool) -> Option<&Path> {
+    files
+        .iter()
+        .rev()
+        .find(|f| is_set(&f.content))
+        .map(|f| f.path.as_path())
+}
+
+/// `KEY in FILE`, or just `KEY` when no file set it.
+pub fn key_in(key: &str, file: Option<&Path>) -> String {
+    match file {
+        Some(file) => format!("`{key}` in {}", file.display()),
+        None => format!("`{key}` (default)"),
+    }
+}
+
+fn pems(certs: Option<&[CertPem]>) -> Vec<String> {
+    certs
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.pem.clone())
+        .collect()
+}
+
+/// Resolve one external registry section. `key` is its key path
+/// (`stylus.registryCredentials`, `stylus.externalRegistries.registries[0]`).
+fn external_registry(
+    section: &RegistrySection,
+    key: &str,
+    file_of: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Option<ExternalRegistry>, ConfigError> {
+    let value_error = |field: &str, problem: String| ConfigError::Value {
+        file: file_of(field).unwrap_or_default(),
+        key: format!("{key}.{field}"),
+        line: None,
+        problem,
+    };
+    let Some(domain) = &section.domain else {
+        if section.authenticated() || section.repository_name.is_some() {
+            // Named after the file holding the section, since no file set `domain`.
+            return Err(ConfigError::Value {
+                file: file_of("").unwrap_or_default(),
+                key: format!("{key}.domain"),
+                line: None,
+                problem: "missing: a registry with credentials or a repositoryName needs `domain: host[:port][/path]`".to_owned(),
+            });
+        }
+        return Ok(None);
+    };
+    let repository_name = section.repository_name.as_deref().unwrap_or("").trim();
+    let repository_name = repository_name.trim_matches('/');
+    if !repository_name.is_empty() {
+        repository_path(repository_name, repository_name)
+            .map_err(|problem| value_error("repositoryName", problem))?;
+    }
+    let username = section.username.clone().unwrap_or_default();
+    let raw_password = section
+        .password
+        .as_ref()
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    let password = if section.encoded_password == Some(true) && !raw_password.is_empty() {
+        let compact: String = raw_password.split_whitespace().collect();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(compact.as_bytes())
+            .map_err(|_| {
+                value_error(
+                    "password",
+                    format!("is not valid base64, but `{key}.encodedPassword` is true; base64-encode the password (`printf %s PASSWORD | base64`) or set `encodedPassword: false`"),
+                )
+            })?;
+        String::from_utf8(decoded).map_err(|_| {
+            value_error(
+                "password",
+                "decodes from base64 to bytes that are not UTF-8 text; base64-encode the password text itself".to_owned(),
+            )
+        })?
+    } else {
+        raw_password
+    };
+    let credentials = (!username.is_empty() || !password.is_empty()).then(|| Credentials {
+        username,
+        password: Secret::new(password),
+    });
+    Ok(Some(ExternalRegistry {
+        host: domain.host.clone(),
+        prefix: join(&[&domain.path, repository_name]),
+        credentials,
+        certificates: pems(section.certificates.as_ref().map(|c| c.0.as_slice())),
+        insecure: section.insecure.unwrap_or(false),
+    }))
+}
+
+/// Build the [`Config`] from the merged content of `files`.
+pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, ConfigError> {
+    let mut config = Config::default();
+
+    if let Some(o) = &merged.outpost {
+        if let Some(listen) = o.listen {
+            config.listen = listen.0;
+        }
+        if let Some(dir) = &o.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(registry) = &o.default_registry {
+            config.default_registry = registry.0.clone();
+        }
+        if let Some(enabled) = o.local_registry.as_ref().and_then(|l| l.enabled) {
+            config.local_registry = enabled;
+        }
+        if let Some(cache) = &o.cache {
+            if let Some(size) = cache.max_size {
+                config.cache.max_size = Some(size.0);
+            }
+            if let Some(ttl) = cache.tag_ttl {
+                config.cache.tag_ttl = ttl.0;
+            }
+            if let Some(timeout) = cache.fill_timeout {
+                config.cache.fill_timeout = timeout.0;
+            }
+        }
+        if let Some(up) = &o.upstream {
+            if let Some(t) = up.connect_timeout {
+                config.upstream.connect = t.0;
+            }
+            if let Some(t) = up.response_timeout {
+                config.upstream.response_header = t.0;
+            }
+        }
+        config.admin_listen = o.admin.as_ref().and_then(|a| a.listen).map(|l| l.0);
+        if let Some(tls) = &o.tls {
+            let tls_file = |pick: fn(&super::file::TlsSection) -> bool| {
+                last_setter(files, |f| {
+                    f.outpost
+                        .as_ref()
+                        .and_then(|o| o.tls.as_ref())
+                        .is_some_and(pick)
+                })
+                .map(Path::to_owned)
+                .unwrap_or_default()
+            };
+            config.tls = match (&tls.cert, &tls.key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::Value {
+                        file: tls_file(|t| t.cert.is_some()),
+                        key: "outpost.tls.key".to_owned(),
+                        line: None,
+                        problem: "missing: `outpost.tls.cert` is set, so give its private key file too (or remove `tls.cert`)".to_owned(),
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Value {
+                        file: tls_file(|t| t.key.is_some()),
+                        key: "outpost.tls.cert".to_owned(),
+                        line: None,
+                        problem: "missing: `outpost.tls.key` is set, so give its certificate chain file too (or remove `tls.key`)".to_owned(),
+                    })
+                }
+            };
+        }
+    }
+
+    let stylus = merged.stylus.as_ref();
+    if let Some(section) = stylus.and_then(|s| s.registry_credentials.as_ref()) {
+        let file_of = |field: &str| {
+            last_setter(files, |f| {
+                f.stylus
+                    .as_ref()
+                    .and_then(|s| s.registry_credentials.as_ref())
+                    .is_some_and(|r| match field {
+                        "password" => r.password.is_some(),
+                        "domain" => r.domain.is_some(),
+                        "repositoryName" => r.repository_name.is_some(),
+                        _ => true,
+                    })
+            })
+            .map(Path::to_owned)
+        };
+        config.registry_credentials =
+            external_registry(section, "stylus.registryCredentials", &file_of)?;
+    }
+    let external = stylus.and_then(|s| s.external_registries.as_ref());
+    if let Some(registries) = external.and_then(|e| e.registries.as_ref()) {
+        let list_file = last_setter(files, |f| {
+            f.stylus
+                .as_ref()
+                .and_then(|s| s.external_registries.as_ref())
+                .is_some_and(|e| e.registries.is_some())
+        })
+        .map(Path::to_owned);
+        for (i, section) in registries.iter().enumerate() {
+            let key = format!("stylus.externalRegistries.registries[{i}]");
+            if let Some(r) = external_registry(section, &key, &|_| list_file.clone())? {
+                config.external_registries.push(r);
+            }
+        }
+    }
+    if let Some(rules) = external.and_then(|e| e.registry_mapping_rules.as_ref()) {
+        config.mapping_rules = rules
+            .0
+            .iter()
+            .map(|(source, target)| MappingRule {
+                source: source.0.clone(),
+                target: target.0.clone(),
+            })
+            .collect();
+    }
+    if let Some(site) = stylus.and_then(|s| s.site.as_ref()) {
+        config.site = Site {
+            ca_certs: pems(site.ca_certs.as_ref().map(|c| c.0.as_slice())),
+            insecure_skip_verify: site.insecure_skip_verify.unwrap_or(false),
+        };
+    }
+
+    // Checked when the file was parsed; read again with the configured default registry.
+    let image = match merged.options.as_ref().and_then(|o| o.system_uri.as_ref()) {
+        Some(text) => Some(
+            ImageRef::parse(&text.0, &config.default_registry).map_err(|e| ConfigError::Value {
+                file: last_setter(files, |f| {
+                    f.options.as_ref().is_some_and(|o| o.system_uri.is_some())
+                })
+                .map(Path::to_owned)
+                .unwrap_or_default(),
+                key: "options.system.uri".to_owned(),
+                line: None,
+                problem: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let provider = merged.provider_credentials.as_ref();
+    let user = provider.and_then(|p| p.user.clone()).unwrap_or_default();
+    let password = provider
+        .and_then(|p| p.password.as_ref())
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    config.provider = Provider {
+        registry: provider
+            .and_then(|p| p.registry.as_ref())
+            .map(|r| r.0.clone())
+            .or_else(|| image.as_ref().map(|i| i.source.registry.clone())),
+        credentials: (!user.is_empty() || !password.is_empty()).then(|| Credentials {
+            username: user,
+            password: Secret::new(password),
+        }),
+        certificates: pems(
+            provider
+                .and_then(|p| p.certificates.as_ref())
+                .map(|c| c.0.as_slice()),
+        ),
+        image,
+    };
+
+    config.infrastructure_images = match merged
+        .outpost
+        .as_ref()
+        .and_then(|o| o.infrastructure_images.as_ref())
+    {
+        Some(patterns) => patterns.iter().map(|p| p.0.clone()).collect(),
+        // The provider image's repository, exactly.
+        None => config
+            .provider
+            .image
+            .iter()
+            .filter_map(|i| RepoPattern::parse(&i.source.to_string()).ok())
+            .collect(),
+    };
+
+    Ok(config)
+}

@@ -1,0 +1,91 @@
+//! `outpost verify` and `outpost gc`: store maintenance from the command line. Both open the data
+//! dir themselves, so they run while no `outpost serve` holds it.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::Args;
+use config::{ByteSize, Config};
+use storage::{Store, StoreError};
+
+use crate::cli::{ConfigArgs, Failure};
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Directory of the embedded store (overrides `outpost.dataDir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Remove corrupt blobs (and tags of corrupt manifests); they are fetched again on the next pull.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Directory of the embedded store (overrides `outpost.dataDir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The size limit to apply, e.g. `50GiB` (overrides `outpost.cache.maxSize`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<ByteSize>().map(|b| b.0)
+}
+
+/// `outpost verify [--repair]`: re-hashes every stored blob.
+pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
+    let config = load(&args.config)?;
+    let store = open(args.data_dir.unwrap_or(config.data_dir))?;
+    let report = store.verify(args.repair);
+    print!("{report}");
+    if !report.corrupt.is_empty() && !args.repair {
+        return Err(Failure::Other(anyhow!(
+            "{} corrupt blobs found; run `outpost verify --repair` to remove them",
+            report.corrupt.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `outpost gc [--max-size SIZE]`: applies the size limit now.
+pub fn gc(args: GcArgs) -> Result<(), Failure> {
+    let config = load(&args.config)?;
+    let max_size = match args.max_size.or(config.cache.max_size) {
+        Some(max) => max,
+        None => {
+            return Err(Failure::Other(anyhow!(
+                "no size limit: set `outpost.cache.maxSize` in the configuration or pass --max-size"
+            )))
+        }
+    };
+    let store = open(args.data_dir.unwrap_or(config.data_dir))?;
+    let report = store.gc(max_size);
+    print!("{report}");
+    if !report.to_string().ends_with('\n') {
+        println!();
+    }
+    store
+        .flush_access()
+        .map_err(|e| Failure::Other(anyhow!(e)))?;
+    Ok(())
+}
+
+fn load(config: &ConfigArgs) -> Result<Config, Failure> {
+    config.load().map(|loaded| loaded.config)
+}
+
+fn open(dir: PathBuf) -> Result<Store, Failure> {
+    Store::open(&dir).map_err(|e| match e {
+        StoreError::Locked { .. } => Failure::Other(anyhow!(
+            "{e}; `outpost verify` and `outpost gc` need the data dir to themselves: stop \
+             `outpost serve` first (e.g. `systemctl stop outpost`)"
+        )),
+        other => Failure::Other(anyhow!(other)),
+    })
+}

@@ -1,0 +1,129 @@
+//! `outpost serve`: logging, the runtime, the configuration with the command line's overrides,
+//! and the one shutdown signal (SIGINT or SIGTERM) that stops the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use config::TlsFiles;
+
+use crate::cli::{runtime, ConfigArgs, Failure};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Address to listen on (overrides `outpost.listen`; default 127.0.0.1:5000).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded store (overrides `outpost.dataDir`; default ./outpost-data).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (overrides `outpost.tls.cert`).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (overrides `outpost.tls.key`).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log level or filter (overrides RUST_LOG), e.g. `info` or `proxy=debug`.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `outpost serve`.
+pub fn run(args: ServeArgs) -> Result<(), Failure> {
+    init_logging(args.log_format, args.log_level.as_deref());
+    let loaded = args.config.load().inspect_err(|_| {
+        server::config_refused("see the error below; `outpost check` explains the configuration")
+    })?;
+    let mut config = loaded.config;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsFiles { cert, key });
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    runtime()?.block_on(async move {
+        let running = server::start_listening(config)
+            .await
+            .map_err(Failure::other)?;
+        tracing::info!(
+            listen = %running.addr,
+            admin = %running.admin_addr.map_or("-".to_owned(), |a| a.to_string()),
+            "outpost is listening; opening the store"
+        );
+        tokio::select! {
+            ready = running.ready() => ready.map_err(Failure::other)?,
+            signal = shutdown_signal() => {
+                signal?;
+                tracing::info!("shutting down before the store was open");
+                running.stop().await;
+                return Ok(());
+            }
+        }
+        tracing::info!("outpost is ready");
+        shutdown_signal().await?;
+        tracing::info!(
+            "shutting down; in-flight transfers get {:?}",
+            server::SHUTDOWN_GRACE
+        );
+        running.stop().await;
+        Ok(())
+    })
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| {
+            eprintln!(
+                "outpost: --log-level {level:?} is not a log filter ({e}); logging at \"info\" \
+                 (write a level like `debug` or directives like `info,upstream=debug`)"
+            );
+            EnvFilter::new("info")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves on SIGINT or SIGTERM: the one signal that stops everything.
+async fn shutdown_signal() -> Result<(), Failure> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Failure::other(format_args!("cannot handle SIGTERM: {e}")))?;
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    Ok(())
+}

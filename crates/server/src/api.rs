@@ -1,0 +1,252 @@
+//! The handlers of the OCI Distribution read API: one per operation. Each request is routed
+//! ([`crate::route`]), translated once ([`config::translate`]), then answered from the cache
+//! ([`crate::cache`]) or, with the local registry disabled, straight from the upstream
+//! ([`crate::origin`]). Nothing below the handlers imports them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use oci::{Digest, Reference, Source, Target};
+
+use crate::app::App;
+use crate::body::{empty, full, Body};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::origin;
+use crate::response::{self, Outcome, API_VERSION};
+use crate::route::{self, Operation, Route};
+
+/// Answers one request. Never fails: errors become OCI error responses.
+pub async fn handle(app: Arc<App>, request: Request<hyper::body::Incoming>) -> Response<Body> {
+    let head = request.method() == Method::HEAD;
+    let routed = route::route(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+        &app.config.default_registry,
+    );
+    let mut response = match routed {
+        Ok(route) => {
+            // Translated once here; the handlers and the access log share it.
+            let target = route
+                .operation
+                .source()
+                .map(|source| config::translate(&app.config, source));
+            let dispatched = dispatch(&app, &route, target.as_ref(), request.headers()).await;
+            let mut response = match dispatched {
+                Ok(response) => response,
+                Err(error) => error.into_response(head),
+            };
+            let outcome = response.extensions_mut().get_or_insert_default::<Outcome>();
+            outcome.operation = Some(metrics::operation_name(&route.operation));
+            outcome.upstream = target.map(|target| target.host);
+            response
+        }
+        Err(error) => ApiError::from(error).into_response(head),
+    };
+    response
+        .headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+/// Answers a routed request; `target` is the translation of the operation's source, if it has one.
+async fn dispatch(
+    app: &App,
+    route: &Route,
+    target: Option<&Target>,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
+    let (source, target) = match (route.operation.source(), target) {
+        (Some(source), Some(target)) => (source, target),
+        _ => return Ok(repository_free(app, route)),
+    };
+    match &route.operation {
+        Operation::Manifest { reference, .. } => {
+            manifest(app, source, target, reference, headers, route.head).await
+        }
+        Operation::Blob { digest, .. } => {
+            blob(app, source, target, digest, headers, route.head).await
+        }
+        Operation::Tags { n, last, .. } => {
+            tags(app, route, source, target, *n, last.as_deref()).await
+        }
+        Operation::Referrers {
+            digest,
+            artifact_type,
+            ..
+        } => referrers(app, target, digest, artifact_type.as_deref(), route.head).await,
+        Operation::Base | Operation::Catalog { .. } => Ok(repository_free(app, route)),
+    }
+}
+
+/// The operations on no repository: the version check and the catalog.
+fn repository_free(app: &App, route: &Route) -> Response<Body> {
+    match &route.operation {
+        Operation::Catalog { n, last } => {
+            let repositories = app
+                .cache
+                .as_ref()
+                .map(|cache| cache.repositories())
+                .unwrap_or_default();
+            catalog(repositories, *n, last.as_deref(), route.head)
+        }
+        _ => response::json(StatusCode::OK, Bytes::from_static(b"{}"), route.head),
+    }
+}
+
+/// `_catalog`: one page of the sorted repository names after `last`, with a `Link` to the next.
+fn catalog(
+    mut repositories: Vec<String>,
+    n: Option<u32>,
+    last: Option<&str>,
+    head: bool,
+) -> Response<Body> {
+    if let Some(last) = last {
+        repositories.retain(|r| r.as_str() > last);
+    }
+    let mut link = None;
+    if let Some(n) = n.map(|n| n as usize) {
+        if repositories.len() > n {
+            repositories.truncate(n);
+            if let Some(next) = repositories.last() {
+                link = Some(format!(
+                    "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
+                    upstream::encode_query_value(next)
+                ));
+            }
+        }
+    }
+    let body = serde_json::json!({ "repositories": repositories }).to_string();
+    let mut response = response::json(StatusCode::OK, body.into(), head);
+    if let Some(value) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LINK, value);
+    }
+    response
+}
+
+async fn manifest(
+    app: &App,
+    source: &Source,
+    target: &Target,
+    reference: &Reference,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let accept = origin::manifest_accept(headers);
+    if let Some(cache) = &app.cache {
+        return cache
+            .manifest(source, target, reference, accept, head)
+            .await;
+    }
+    let manifest = origin::fetch_manifest(&app.upstream, target, reference, accept).await?;
+    Ok(response::manifest(&manifest, head))
+}
+
+async fn blob(
+    app: &App,
+    source: &Source,
+    target: &Target,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let range = headers.get(header::RANGE).cloned();
+    if let Some(cache) = &app.cache {
+        return cache.blob(source, target, digest, range, head).await;
+    }
+    origin::pass_blob(&app.upstream, target, digest, range, head).await
+}
+
+/// `tags/list`: the upstream's list under the client's name; when the upstream is unavailable,
+/// the tags known locally (the same stale-if-error rule as manifests).
+async fn tags(
+    app: &App,
+    route: &Route,
+    source: &Source,
+    target: &Target,
+    n: Option<u32>,
+    last: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let fetched = origin::fetch_tags(&app.upstream, target, n, last).await;
+    let origin::TagList { mut list, link } = match (fetched, &app.cache) {
+        (Ok(list), _) => list,
+        (Err(error), Some(cache)) if error.is_unavailable() => {
+            return cache.local_tags(&route.client_name, source, n, last, route.head, error);
+        }
+        (Err(error), _) => return Err(error),
+    };
+    let link = link.and_then(|v| rewrite_link(&v, &route.client_name, route.ns.as_deref()));
+    // The upstream names its own repository; the client asked for its name.
+    list["name"] = serde_json::Value::String(route.client_name.clone());
+    let body = Bytes::from(list.to_string());
+    let mut response = response::json(StatusCode::OK, body, route.head);
+    if let Some(value) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
+        response.headers_mut().insert(header::LINK, value);
+    }
+    Ok(response)
+}
+
+/// Rewrites an upstream `Link: <…/tags/list?n=2&last=b>; rel="next"` to outpost's own path for the
+/// client's name, keeping the pagination query (and containerd's `ns`).
+pub fn rewrite_link(link: &str, client_name: &str, ns: Option<&str>) -> Option<String> {
+    let start = link.find('<')?;
+    let end = link[start..].find('>')? + start;
+    let url = &link[start + 1..end];
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("ns="))
+        .map(str::to_owned)
+        .collect();
+    if let Some(ns) = ns {
+        params.push(format!("ns={}", upstream::encode_query_value(ns)));
+    }
+    let query = if params.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", params.join("&"))
+    };
+    Some(format!(
+        "</v2/{client_name}/tags/list{query}>{}",
+        &link[end + 1..]
+    ))
+}
+
+async fn referrers(
+    app: &App,
+    target: &Target,
+    digest: &Digest,
+    artifact_type: Option<&str>,
+    head: bool,
+) -> Result<Response<Body>, ApiError> {
+    let referrers = origin::fetch_referrers(&app.upstream, target, digest, artifact_type).await?;
+    let length = HeaderValue::from(referrers.bytes.len());
+    let mut response = Response::new(if head { empty() } else { full(referrers.bytes) });
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, length);
+    for (name, value) in referrers.headers {
+        headers.insert(name, value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_points_back_at_outpost() {
+        let link = r#"</v2/spectro-images/quay.io/kairos/core/tags/list?last=v2&n=2>; rel="next""#;
+        assert_eq!(
+            rewrite_link(link, "quay.io/kairos/core", None).unwrap(),
+            r#"</v2/quay.io/kairos/core/tags/list?last=v2&n=2>; rel="next""#
+        );
+        assert_eq!(
+            rewrite_link(link, "kairos/core", Some("quay.io")).unwrap(),
+            r#"</v2/kairos/core/tags/list?last=v2&n=2&ns=quay.io>; rel="next""#
+        );
+        assert_eq!(rewrite_link("garbage", "a", None), None);
+    }
+}

@@ -1,0 +1,54 @@
+//! outpost's registry server: the OCI Distribution read API in front of the upstreams and the
+//! local registry. A pull travels through these modules, in this order:
+//!
+//! - `route`: a pure function from the request's method, path and query to an operation on a
+//!   *source* repository (`quay.io` + `kairos/core`).
+//! - `api`: the handlers, one per operation; each translates the source once
+//!   ([`config::translate`]) to the *target* outpost fetches from.
+//! - `cache`: the cache policy over the `storage` crate (immutable digests, tag TTL,
+//!   stale-if-error, infrastructure images passed through).
+//! - `fill`: one upstream download per blob, shared by every waiting client, detached from them;
+//!   `read`: response bodies read from blob files within a memory budget.
+//! - `origin`: what is asked of the upstream (through the `upstream` crate) and how its answers
+//!   are checked (digests, media types, sizes).
+//! - `error`: the one place where errors become OCI error codes and HTTP statuses.
+//! - `response`, `manifest`, `body`: the responses outpost sends.
+//!
+//! Around them: `serve` (the registry listener, startup, the tower stack), `listen` (the one
+//! accept loop), `admin` (`/metrics`, `/healthz`, `/readyz`), `access_log` (one line per
+//! request), `metrics` (the Prometheus registry), `app` ([`App`], what every handler shares).
+//!
+//! Arrows: handlers (`api`) use the cache, origin and response modules; `cache`, `fill` and
+//! `origin` never import the handlers (`.ci/check-deps` checks it).
+//!
+//! Invariants: credentials only leave the process towards the upstream they belong to; a client
+//! never receives bytes that do not match the digest it asked for with a clean end of body; no
+//! input (request, upstream answer, stored record) can make a handler panic.
+#![forbid(unsafe_code)]
+
+mod access_log;
+mod admin;
+mod api;
+mod app;
+mod body;
+mod cache;
+mod error;
+mod fill;
+mod listen;
+mod manifest;
+mod metrics;
+mod origin;
+mod read;
+mod response;
+mod route;
+mod serve;
+
+pub use app::{App, AppError};
+pub use body::{Body, BoxError};
+pub use cache::Cache;
+pub use error::ApiError;
+pub use manifest::Manifest;
+pub use metrics::{config_refused, Metrics};
+pub use origin::{fetch_manifest, pass_blob, read_limited};
+pub use response::DOCKER_CONTENT_DIGEST;
+pub use serve::{start, start_listening, Running, ServeError, SHUTDOWN_GRACE};

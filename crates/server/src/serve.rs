@@ -1,0 +1,283 @@
+//! The registry listener: binding, startup, the tower stack, graceful shutdown.
+//!
+//! Connections are limited separately from requests: the accept loop ([`crate::listen`]) bounds
+//! open connections, a tower concurrency limit bounds requests in flight. One shutdown signal
+//! (dropping [`Running`], or [`Running::stop`]) stops accepting and lets in-flight transfers
+//! finish within a grace period; the binary turns SIGINT/SIGTERM into it.
+//!
+//! Startup order: the configuration is checked, the listener (and the admin listener, when
+//! configured) is bound, and only then is the store opened and reconciled, in the background, so
+//! `/healthz` and `/metrics` answer at once and `/readyz` reports the reconcile. Registry requests
+//! that arrive meanwhile wait for it (see [`crate::admin`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::{Config, TlsFiles};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
+
+use crate::access_log;
+use crate::admin::{self, Endpoint, Phase, Status};
+use crate::api;
+use crate::app::{AppError, Parts};
+use crate::body::Body;
+use crate::listen::{self, Limits};
+use crate::metrics::{self, Metrics};
+
+/// Open connections at most; further ones wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 1024;
+/// Requests in flight at most, over all connections.
+const MAX_REQUESTS: usize = 512;
+/// How long a client may take to send its request headers (HTTP/1).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight transfers may run on after the shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How many bytes of a response hyper queues for a connection before it stops pulling the body
+/// (hyper's default is ~400 KiB, per connection); also the largest request head accepted.
+const WRITE_QUEUE: usize = 64 << 10;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr} (outpost.admin.listen): {source}")]
+    AdminListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] certs::CertsError),
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The store could not be opened: the reason.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// A server started by [`start`]. Dropping it stops accepting at once; [`Running::stop`] also
+/// waits for in-flight requests (up to the grace period).
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The admin listener's address, when `outpost.admin.listen` is set.
+    pub admin_addr: Option<SocketAddr>,
+    status: Arc<Status>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    admin_task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(task) = self.admin_task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the store is open and reconciled (`/readyz` answers 200); the error says
+    /// why it could not be opened.
+    pub async fn ready(&self) -> Result<(), ServeError> {
+        self.status
+            .ready()
+            .await
+            .map(drop)
+            .map_err(|reason| ServeError::NotReady(reason.to_string()))
+    }
+
+    /// The process's metrics, as `/metrics` shows them.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.status.metrics()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Starts serving `config` in the background and returns once the store is open:
+/// [`start_listening`], then [`Running::ready`].
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let running = start_listening(config).await?;
+    running.ready().await?;
+    Ok(running)
+}
+
+/// Binds `config.listen` (and `config.admin_listen`) and serves in the background; returns once
+/// listening, while the store is still being opened (see [`Running::ready`]).
+pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(Status::new(metrics.clone()));
+    let parts = Parts::new(config, metrics.clone())
+        .inspect_err(|e| metrics::config_refused(&e.to_string()))?;
+    let listen = parts.config.listen;
+    let bound = |source| ServeError::Listen {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bound)?;
+    let addr = listener.local_addr().map_err(bound)?;
+    let (admin_listener, admin_addr) = match parts.config.admin_listen {
+        Some(admin) => {
+            let bound = |source| ServeError::AdminListen {
+                addr: admin,
+                source,
+            };
+            let listener = TcpListener::bind(admin).await.map_err(bound)?;
+            let addr = listener.local_addr().map_err(bound)?;
+            (Some(listener), Some(addr))
+        }
+        None => (None, None),
+    };
+    let (shutdown, signal) = watch::channel(false);
+    let tls = match &parts.config.tls {
+        Some(files) => Some(tls_acceptor(files, signal.clone())?),
+        None => None,
+    };
+    let admin_task =
+        admin_listener.map(|l| tokio::spawn(admin::serve(l, status.clone(), signal.clone())));
+    let front = Front {
+        status: status.clone(),
+        admin_here: admin_addr.is_none(),
+    };
+    let limits = Limits {
+        max_connections: MAX_CONNECTIONS,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        write_queue: Some(WRITE_QUEUE),
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    let service = TowerToHyperService::new(service(front));
+    let task = tokio::spawn(listen::serve(listener, tls, limits, service, signal));
+    let opening = status.clone();
+    tokio::spawn(async move {
+        let dir = parts.config.data_dir.clone();
+        match parts.open().await {
+            Ok(app) => opening.set_ready(Arc::new(app)),
+            Err(e) => {
+                tracing::error!(data_dir = %dir.display(), error = %e, "cannot open the store");
+                opening.set_failed(e.to_string());
+            }
+        }
+    });
+    Ok(Running {
+        addr,
+        admin_addr,
+        status,
+        shutdown,
+        task: Some(task),
+        admin_task,
+    })
+}
+
+/// How often the certificate files are checked for changes.
+const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The TLS acceptor, and a task that reloads the certificate when its files change or on SIGHUP
+/// (new handshakes get the new certificate; open connections are untouched).
+fn tls_acceptor(
+    files: &TlsFiles,
+    mut signal: watch::Receiver<bool>,
+) -> Result<TlsAcceptor, ServeError> {
+    let tls = certs::ServerTls::new(&files.cert, &files.key)?;
+    let acceptor = TlsAcceptor::from(tls.server_config());
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut interval = tokio::time::interval(CERT_RELOAD_INTERVAL);
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(hup) => hup.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<Option<()>>();
+            let result = tokio::select! {
+                _ = interval.tick() => tls.reload_if_changed(),
+                _ = hangup => tls.reload(),
+                _ = signal.changed() => return,
+            };
+            match result {
+                Ok(true) => {
+                    tracing::info!(cert = %tls.cert_path().display(), "reloaded the TLS certificate")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "keeping the previous TLS certificate"),
+            }
+        }
+    });
+    Ok(acceptor)
+}
+
+/// What the main listener serves: the app once it is open, and the admin endpoints unless they
+/// have their own listener.
+#[derive(Clone)]
+struct Front {
+    status: Arc<Status>,
+    admin_here: bool,
+}
+
+/// The tower stack every request goes through, outermost first.
+fn service(
+    front: Front,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
+       + Send {
+    ServiceBuilder::new()
+        // Bound the requests in flight over all connections, so a burst queues instead of
+        // exhausting file descriptors and upstream connections. Outside the handler, inside the
+        // connection: a waiting request holds no upstream resources.
+        .concurrency_limit(MAX_REQUESTS)
+        // The handler: never fails (errors are OCI error responses); the access log line is
+        // written when the response body ends, so it knows the bytes sent. The admin endpoints
+        // (when served here) bypass the log and the request metrics: scrapes are not traffic.
+        // Registry requests that arrive while the store opens wait for it (up to a few seconds).
+        .service_fn(move |request: Request<Incoming>| {
+            let front = front.clone();
+            async move {
+                let started = Instant::now();
+                let method = request.method().clone();
+                let path = request.uri().path().to_owned();
+                let head = method == Method::HEAD;
+                if front.admin_here && (head || method == Method::GET) {
+                    if let Some(endpoint) = Endpoint::parse(&path) {
+                        return Ok(front.status.respond(endpoint, head));
+                    }
+                }
+                let app = match front.status.phase() {
+                    Phase::Ready(app) => Ok(app),
+                    _ => front.status.app(admin::STARTUP_WAIT).await,
+                };
+                let response = match app {
+                    Ok(app) => api::handle(app, request).await,
+                    Err(error) => error.into_response(head),
+                };
+                let metrics = front.status.metrics();
+                Ok::<_, Infallible>(access_log::wrap(response, method, path, started, metrics))
+            }
+        })
+}

@@ -1,0 +1,234 @@
+//! Startup reconcile of blob files and index: one directory walk, one index scan, one batch.
+//! The blob file is the truth; the index follows it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use crate::index::{BlobRecord, Index};
+use crate::layout::{digest_of_blob_file, Layout, ALGORITHMS};
+use crate::state::Entry;
+use oci::Digest;
+
+use crate::StoreError;
+
+/// What [`crate::Store::open`] found and fixed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Blobs indexed after reconcile.
+    pub blobs: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Leftover temp files removed from `ingest/` (interrupted writes).
+    pub removed_temp_files: usize,
+    /// Files under `blobs/` not named by a digest where it belongs (partial or foreign), removed.
+    pub removed_stray_files: usize,
+    /// Index entries whose file was missing, dropped.
+    pub dropped_entries: usize,
+    /// Files with no index entry, indexed again (size from the file, media type unknown).
+    pub reindexed_files: usize,
+    /// Files whose size differs from the verified size in the index (corrupt), removed.
+    pub removed_wrong_size: usize,
+    /// Tags pointing at a manifest no longer stored, dropped.
+    pub dropped_tags: usize,
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for ReconcileReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "store reconciled in {:?}: {} blobs ({} bytes); removed {} temp files, {} stray files, \
+             {} files of wrong size; dropped {} index entries without file and {} dangling tags; \
+             re-indexed {} files",
+            self.elapsed,
+            self.blobs,
+            self.bytes,
+            self.removed_temp_files,
+            self.removed_stray_files,
+            self.removed_wrong_size,
+            self.dropped_entries,
+            self.dropped_tags,
+            self.reindexed_files
+        )
+    }
+}
+
+/// Removes a file or directory tree; `true` if something was removed.
+fn remove_any(path: &Path, is_dir: bool) -> Result<bool, StoreError> {
+    let result = if is_dir {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::io("remove", path, e)),
+    }
+}
+
+fn read_dir(path: &Path) -> Result<fs::ReadDir, StoreError> {
+    fs::read_dir(path).map_err(|e| StoreError::io("list directory", path, e))
+}
+
+fn entry_of(
+    item: io::Result<fs::DirEntry>,
+    dir: &Path,
+) -> Result<(fs::DirEntry, bool), StoreError> {
+    let entry = item.map_err(|e| StoreError::io("list directory", dir, e))?;
+    let is_dir = entry
+        .file_type()
+        .map_err(|e| StoreError::io("stat", entry.path(), e))?
+        .is_dir();
+    Ok((entry, is_dir))
+}
+
+/// A blob file found on disk.
+struct Found {
+    size: u64,
+    mtime_ms: u64,
+}
+
+/// Walks `blobs/<alg>/<xx>/`, removing strays; returns the digest-named files.
+fn walk_blobs(
+    layout: &Layout,
+    report: &mut ReconcileReport,
+) -> Result<HashMap<Digest, Found>, StoreError> {
+    let mut found = HashMap::new();
+    for algorithm in ALGORITHMS {
+        let alg_dir = layout.algorithm_dir(algorithm);
+        if !alg_dir.is_dir() {
+            continue;
+        }
+        for item in read_dir(&alg_dir)? {
+            let (prefix_entry, is_dir) = entry_of(item, &alg_dir)?;
+            let prefix_path = prefix_entry.path();
+            let prefix = prefix_entry.file_name();
+            let prefix = prefix.to_str().filter(|p| p.len() == 2);
+            let (Some(prefix), true) = (prefix, is_dir) else {
+                report.removed_stray_files += usize::from(remove_any(&prefix_path, is_dir)?);
+                continue;
+            };
+            for item in read_dir(&prefix_path)? {
+                let (file, is_dir) = entry_of(item, &prefix_path)?;
+                let digest = file
+                    .file_name()
+                    .to_str()
+                    .and_then(|name| digest_of_blob_file(algorithm, prefix, name));
+                let (Some(digest), false) = (digest, is_dir) else {
+                    report.removed_stray_files += usize::from(remove_any(&file.path(), is_dir)?);
+                    continue;
+                };
+                let meta = file
+                    .metadata()
+                    .map_err(|e| StoreError::io("stat", file.path(), e))?;
+                let mtime_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                found.insert(
+                    digest,
+                    Found {
+                        size: meta.len(),
+                        mtime_ms,
+                    },
+                );
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Brings files and index into agreement (see the crate docs) and returns the blob map.
+pub(crate) fn reconcile(
+    layout: &Layout,
+    index: &Index,
+) -> Result<(HashMap<Digest, Entry>, ReconcileReport), StoreError> {
+    let started = Instant::now();
+    let mut report = ReconcileReport::default();
+
+    // 1. Temp files are never complete: an open store owns the dir (lock), so all are leftovers.
+    let ingest_dir = layout.ingest_dir();
+    for item in read_dir(&ingest_dir)? {
+        let (entry, is_dir) = entry_of(item, &ingest_dir)?;
+        report.removed_temp_files += usize::from(remove_any(&entry.path(), is_dir)?);
+    }
+
+    // 2. Files, then index entries.
+    let mut found = walk_blobs(layout, &mut report)?;
+    let (records, malformed) = index.load_blobs()?;
+    let mut removes = malformed;
+    report.dropped_entries += removes.len();
+    let mut puts = Vec::new();
+    let mut blobs = HashMap::with_capacity(found.len());
+    for (digest, record) in records {
+        match found.remove(&digest) {
+            None => {
+                report.dropped_entries += 1;
+                removes.push(digest.to_string().into_bytes().into());
+            }
+            Some(file) if file.size != record.size => {
+                let path = layout.blob_path(&digest);
+                tracing::warn!(%digest, path = %path.display(), indexed = record.size, on_disk = file.size, "blob file has the wrong size; removing it");
+                remove_any(&path, false)?;
+                report.removed_wrong_size += 1;
+                removes.push(digest.to_string().into_bytes().into());
+            }
+            Some(_) => {
+                blobs.insert(
+                    digest,
+                    Entry {
+                        size: record.size,
+                        media_type: record.media_type,
+                        last_access_ms: record.last_access_ms,
+                    },
+                );
+            }
+        }
+    }
+
+    // 3. Files nobody indexed (a crash between rename and index): index them again.
+    for (digest, file) in found {
+        let record = BlobRecord {
+            size: file.size,
+            last_access_ms: file.mtime_ms,
+            media_type: None,
+        };
+        report.reindexed_files += 1;
+        puts.push((digest.clone(), record));
+        blobs.insert(
+            digest,
+            Entry {
+                size: file.size,
+                media_type: None,
+                last_access_ms: file.mtime_ms,
+            },
+        );
+    }
+    index.write_blobs(&puts, &removes)?;
+
+    // 4. Tags whose manifest is gone point nowhere.
+    let dangling: Vec<_> = index
+        .all_tags()?
+        .into_iter()
+        .filter(|(_, entry)| {
+            entry
+                .as_ref()
+                .is_none_or(|e| !blobs.contains_key(&e.digest))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    report.dropped_tags = dangling.len();
+    index.remove_tag_keys(&dangling)?;
+
+    report.blobs = blobs.len() as u64;
+    report.bytes = blobs.values().map(|e| e.size).sum();
+    report.elapsed = started.elapsed();
+    Ok((blobs, report))
+}

@@ -1,0 +1,360 @@
+//! [`Store`]: opening the data dir, reading blobs (with leases), tags and repositories, usage and
+//! the in-memory state that backs them. Writing lives in `ingest.rs`, startup repair in
+//! `reconcile.rs`, gc and verify in `maintenance.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use fs2::FileExt;
+
+use crate::index::{check_key, Index, TagEntry};
+use crate::layout::Layout;
+use crate::reconcile::{reconcile, ReconcileReport};
+use crate::state::{BlobInfo, State, Usage};
+use oci::Digest;
+
+use crate::StoreError;
+
+pub(crate) struct Inner {
+    pub(crate) layout: Layout,
+    pub(crate) index: Index,
+    state: Mutex<State>,
+    reconcile: ReconcileReport,
+    /// Held (flock) for the life of the store; released when the file closes.
+    _lock: File,
+}
+
+impl Inner {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the maps consistent enough to keep serving: every
+        // critical section updates memory before doing anything that can panic.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn flush_access(&self) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.dirty.is_empty() {
+            return Ok(());
+        }
+        let dirty = std::mem::take(&mut state.dirty);
+        let puts: Vec<_> = dirty
+            .into_iter()
+            .filter_map(|d| {
+                let record = state.blobs.get(&d)?.record();
+                Some((d, record))
+            })
+            .collect();
+        self.index.write_blobs(&puts, &[])
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_access() {
+            tracing::warn!(error = %e, "could not save blob access times on close");
+        }
+        if let Err(e) = self.index.flush() {
+            tracing::warn!(error = %e, "could not flush the index on close");
+        }
+    }
+}
+
+/// The content store of one data dir. Cheap to clone (an `Arc`); `Send + Sync`. Every method does
+/// blocking file I/O: call it from a blocking context (`spawn_blocking`) in async code.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.layout.root())
+            .finish_non_exhaustive()
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(path).map_err(|e| StoreError::io("create directory", path, e))
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the tree if needed, taking the data dir lock, checking
+    /// the index schema version and reconciling files with the index (see the crate docs).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let layout = Layout::new(dir);
+        create_dir(dir)?;
+        let lock_path = layout.lock_file();
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io("open lock file", &lock_path, e))?;
+        if let Err(e) = lock.try_lock_exclusive() {
+            if e.kind() == fs2::lock_contended_error().kind() {
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            return Err(StoreError::io("lock", &lock_path, e));
+        }
+        create_dir(&layout.blobs_dir())?;
+        create_dir(&layout.ingest_dir())?;
+        let index = Index::open(&layout.index_dir())?;
+        let (blobs, report) = reconcile(&layout, &index)?;
+        let repositories = index.repositories()?.into_iter().collect();
+        let usage = Usage {
+            bytes: blobs.values().map(|e| e.size).sum(),
+            blobs: blobs.len() as u64,
+        };
+        let clock_ms = blobs.values().map(|e| e.last_access_ms).max().unwrap_or(0);
+        tracing::info!(
+            dir = %dir.display(),
+            blobs = usage.blobs,
+            bytes = usage.bytes,
+            "{report}"
+        );
+        let state = State {
+            blobs,
+            leases: HashMap::new(),
+            dirty: HashSet::new(),
+            usage,
+            clock_ms,
+            repositories,
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                layout,
+                index,
+                state: Mutex::new(state),
+                reconcile: report,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The data dir this store was opened on.
+    pub fn dir(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// What the startup reconcile found and fixed.
+    pub fn reconcile_report(&self) -> &ReconcileReport {
+        &self.inner.reconcile
+    }
+
+    /// The stored blob `digest`, if any. Does not count as an access.
+    pub fn stat(&self, digest: &Digest) -> Option<BlobInfo> {
+        self.inner.state().blobs.get(digest).map(|e| e.info(digest))
+    }
+
+    /// Opens the stored blob `digest` for reading, or `Ok(None)` if it is not stored. The returned
+    /// [`Blob`] holds a lease: gc keeps the digest while it lives. Records the access in memory
+    /// (saved by [`Store::flush_access`]).
+    pub fn open_blob(&self, digest: &Digest) -> Result<Option<Blob>, StoreError> {
+        let (info, lease) = {
+            let mut state = self.inner.state();
+            let stamp = state.stamp();
+            let Some(entry) = state.blobs.get_mut(digest) else {
+                return Ok(None);
+            };
+            entry.last_access_ms = stamp;
+            let info = entry.info(digest);
+            state.dirty.insert(digest.clone());
+            (info, self.lease_locked(&mut state, digest))
+        };
+        let path = self.inner.layout.blob_path(digest);
+        match File::open(&path) {
+            Ok(file) => Ok(Some(Blob { file, info, lease })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Removed behind our back (by hand): heal the index and report a miss.
+                tracing::warn!(%digest, path = %path.display(), "indexed blob file is missing; dropping it from the index");
+                drop(lease);
+                let mut state = self.inner.state();
+                if state.forget(digest).is_some() {
+                    self.inner.index.remove_blob(digest)?;
+                }
+                Ok(None)
+            }
+            Err(e) => Err(StoreError::io("open blob", path, e)),
+        }
+    }
+
+    /// Takes a lease on `digest` (which need not be stored yet).
+    pub(crate) fn lease(&self, digest: &Digest) -> Lease {
+        let mut state = self.inner.state();
+        self.lease_locked(&mut state, digest)
+    }
+
+    fn lease_locked(&self, state: &mut State, digest: &Digest) -> Lease {
+        *state.leases.entry(digest.clone()).or_insert(0) += 1;
+        Lease {
+            inner: self.inner.clone(),
+            digest: digest.clone(),
+        }
+    }
+
+    /// Current space used by blobs; kept up to date in memory.
+    pub fn usage(&self) -> Usage {
+        self.inner.state().usage
+    }
+
+    /// Writes the access times recorded by reads since the last flush to the index, in one batch.
+    /// Call it periodically; gc and closing the store call it too.
+    pub fn flush_access(&self) -> Result<(), StoreError> {
+        self.inner.flush_access()
+    }
+
+    /// Points `repo:tag` at `digest` (a manifest blob), confirmed upstream at `checked_at`, and
+    /// notes the repository.
+    pub fn put_tag(
+        &self,
+        repo: &str,
+        tag: &str,
+        digest: &Digest,
+        checked_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        check_key("repository", repo)?;
+        check_key("tag", tag)?;
+        let entry = TagEntry {
+            digest: digest.clone(),
+            checked_at,
+        };
+        self.inner.index.put_tag(repo, tag, &entry)?;
+        self.note_repository(repo)
+    }
+
+    /// What `repo:tag` points at, if known.
+    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<TagEntry>, StoreError> {
+        if check_key("repository", repo).is_err() || check_key("tag", tag).is_err() {
+            return Ok(None);
+        }
+        self.inner.index.tag(repo, tag)
+    }
+
+    /// The tags known for `repo`, sorted.
+    pub fn tags(&self, repo: &str) -> Result<Vec<String>, StoreError> {
+        if check_key("repository", repo).is_err() {
+            return Ok(Vec::new());
+        }
+        self.inner.index.tags(repo)
+    }
+
+    /// Forgets `repo:tag`; `true` if it existed.
+    pub fn remove_tag(&self, repo: &str, tag: &str) -> Result<bool, StoreError> {
+        if check_key("repository", repo).is_err() || check_key("tag", tag).is_err() {
+            return Ok(false);
+        }
+        self.inner.index.remove_tag(repo, tag)
+    }
+
+    /// Remembers that `repo` was served (for the catalog). Only the first call per repository
+    /// writes to the index.
+    pub fn note_repository(&self, repo: &str) -> Result<(), StoreError> {
+        check_key("repository", repo)?;
+        let mut state = self.inner.state();
+        if state.repositories.contains(repo) {
+            return Ok(());
+        }
+        self.inner.index.note_repository(repo)?;
+        state.repositories.insert(repo.to_owned());
+        Ok(())
+    }
+
+    /// Every repository that got a tag or was noted, sorted.
+    pub fn repositories(&self) -> Vec<String> {
+        self.inner.state().repositories.iter().cloned().collect()
+    }
+}
+
+/// Keeps gc away from one digest while alive. Held by [`Blob`] and [`crate::Ingest`]; take it out
+/// of a `Blob` with [`Blob::into_parts`] to keep it while reading the file elsewhere.
+pub struct Lease {
+    inner: Arc<Inner>,
+    digest: Digest,
+}
+
+impl Lease {
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut state = self.inner.state();
+        if let Some(n) = state.leases.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                state.leases.remove(&self.digest);
+            }
+        }
+    }
+}
+
+/// An open, complete and verified blob. Implements `Read` and `Seek` (for ranges).
+#[derive(Debug)]
+pub struct Blob {
+    file: File,
+    info: BlobInfo,
+    lease: Lease,
+}
+
+impl Blob {
+    pub fn info(&self) -> &BlobInfo {
+        &self.info
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The open file (e.g. for `tokio::fs::File::from_std`), its info, and the lease to keep
+    /// alive as long as the file is read.
+    pub fn into_parts(self) -> (File, BlobInfo, Lease) {
+        (self.file, self.info, self.lease)
+    }
+}
+
+impl Read for Blob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Seek for Blob {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The proxy moves these into blocking tasks and shares the store between them.
+    #[test]
+    fn handles_can_cross_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<Store>();
+        send::<Blob>();
+        send::<Lease>();
+        send::<crate::Ingest>();
+    }
+}
