@@ -1,12 +1,13 @@
-//! The `outpost` command line: the subcommands, the arguments they share, how a command fails,
-//! and the dispatch to `commands/`.
+//! The `outpost` command line: the subcommands, the dispatch to `commands/`, and the exit code
+//! of each [`Failure`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::commands::{archive, certs, check, containerd_config, maintenance, prefetch, serve};
+use crate::commands::{
+    archive, certs, check, containerd_config, maintenance, prefetch, serve, Failure,
+};
 
 /// A pull-through OCI registry proxy for edge Kubernetes nodes.
 #[derive(Debug, Parser)]
@@ -37,52 +38,6 @@ pub enum Command {
     Verify(maintenance::VerifyArgs),
     /// Apply the cache size limit now: remove least-recently-used blobs.
     Gc(maintenance::GcArgs),
-}
-
-/// `--config FILE`, repeatable; later files win.
-#[derive(Debug, Args, Clone, Default)]
-pub struct ConfigArgs {
-    /// A YAML configuration file (Palette user-data, OS-pack values or outpost's own settings).
-    /// May be given several times; files are merged in order, later values win.
-    #[arg(long = "config", short = 'c', value_name = "FILE")]
-    pub files: Vec<PathBuf>,
-}
-
-impl ConfigArgs {
-    /// Loads the files; a refused configuration is [`Failure::Config`].
-    pub fn load(&self) -> Result<config::Loaded, Failure> {
-        config::load(&self.files).map_err(|e| Failure::Config(e.to_string()))
-    }
-}
-
-/// How a command failed, which decides the exit code.
-#[derive(Debug)]
-pub enum Failure {
-    /// The configuration is invalid or forbidden: exit 2.
-    Config(String),
-    /// Anything else: exit 1.
-    Other(anyhow::Error),
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::Other(e)
-    }
-}
-
-impl Failure {
-    /// Any displayable error as [`Failure::Other`].
-    pub fn other(e: impl std::fmt::Display) -> Failure {
-        Failure::Other(anyhow::anyhow!("{e}"))
-    }
-}
-
-/// A multi-threaded tokio runtime for a command that needs one.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::other)
 }
 
 pub fn main() -> ExitCode {

@@ -421,7 +421,7 @@ pub async fn prefetch(config: Config, options: &Options) -> Result<Report, Prefe
 /// started right after can open it.
 async fn release(puller: Puller) {
     let dir = match &puller {
-        Puller::Local(app) => app.cache.as_ref().map(|c| c.store().dir().to_owned()),
+        Puller::Local(app) => app.cache.as_ref().map(|_| app.config.data_dir.clone()),
         Puller::Server { .. } => None,
     };
     drop(puller);

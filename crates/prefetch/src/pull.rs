@@ -108,7 +108,8 @@ impl Puller {
         let (response, from) = match self {
             Puller::Local(app) => {
                 let cache = app.cache.as_ref().ok_or_else(no_store)?;
-                if !cache.is_infrastructure(source) && cache.store().stat(digest).is_some() {
+                let stored = cache.store().stat(digest).await.map_err(ApiError::from)?;
+                if !cache.is_infrastructure(source) && stored.is_some() {
                     progress(descriptor.size);
                     return Ok(BlobFrom::Store);
                 }

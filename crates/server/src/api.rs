@@ -60,7 +60,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let (source, target) = match (route.operation.source(), target) {
         (Some(source), Some(target)) => (source, target),
-        _ => return Ok(repository_free(app, route)),
+        _ => return repository_free(app, route).await,
     };
     match &route.operation {
         Operation::Manifest { reference, .. } => {
@@ -77,22 +77,25 @@ async fn dispatch(
             artifact_type,
             ..
         } => referrers(app, target, digest, artifact_type.as_deref(), route.head).await,
-        Operation::Base | Operation::Catalog { .. } => Ok(repository_free(app, route)),
+        Operation::Base | Operation::Catalog { .. } => repository_free(app, route).await,
     }
 }
 
 /// The operations on no repository: the version check and the catalog.
-fn repository_free(app: &App, route: &Route) -> Response<Body> {
+async fn repository_free(app: &App, route: &Route) -> Result<Response<Body>, ApiError> {
     match &route.operation {
         Operation::Catalog { n, last } => {
-            let repositories = app
-                .cache
-                .as_ref()
-                .map(|cache| cache.repositories())
-                .unwrap_or_default();
-            catalog(repositories, *n, last.as_deref(), route.head)
+            let repositories = match &app.cache {
+                Some(cache) => cache.repositories().await?,
+                None => Vec::new(),
+            };
+            Ok(catalog(repositories, *n, last.as_deref(), route.head))
         }
-        _ => response::json(StatusCode::OK, Bytes::from_static(b"{}"), route.head),
+        _ => Ok(response::json(
+            StatusCode::OK,
+            Bytes::from_static(b"{}"),
+            route.head,
+        )),
     }
 }
 
@@ -173,7 +176,9 @@ async fn tags(
     let origin::TagList { mut list, link } = match (fetched, &app.cache) {
         (Ok(list), _) => list,
         (Err(error), Some(cache)) if error.is_unavailable() => {
-            return cache.local_tags(&route.client_name, source, n, last, route.head, error);
+            return cache
+                .local_tags(&route.client_name, source, n, last, route.head, error)
+                .await;
         }
         (Err(error), _) => return Err(error),
     };

@@ -10,22 +10,22 @@
 //! - infrastructure images (`outpost.infrastructureImages`) pass through and are never stored;
 //! - uncached blobs are fetched once, however many clients ask (see [`crate::fill`]).
 //!
-//! Store calls that touch the disk run on the blocking pool; the ones answered from the store's
-//! memory (`stat`, tags) run inline.
+//! The cache talks to its store only through [`ContentStore`]; the embedded store runs its
+//! blocking work on tokio's blocking pool ([`BlockingPool`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use oci::{Digest, MediaType, Reference, Source, Target};
-use storage::Store;
+use storage::{ContentStore, Embedded, Offload, Store};
+
 use tokio::sync::watch;
 use upstream::Upstream;
 
 use crate::body::{empty, Body};
 use crate::error::ApiError;
-use crate::fill::{self, FillJob, Fills};
+use crate::fill::{self, FillJob, Fills, Started};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::origin;
@@ -35,9 +35,18 @@ use crate::response::{self, ByteRange, STALE_WARNING};
 /// How often batched last-access times are written to the index.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Blocking store work on tokio's blocking pool.
+struct BlockingPool;
+
+impl Offload for BlockingPool {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) {
+        tokio::task::spawn_blocking(job);
+    }
+}
+
 /// The local registry.
 pub struct Cache {
-    store: Store,
+    store: Arc<dyn ContentStore>,
     fills: Arc<Fills>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
@@ -48,16 +57,6 @@ pub struct Cache {
     started: tokio::time::Instant,
     /// Stops the background flush task when the cache is dropped.
     _stop: watch::Sender<()>,
-}
-
-/// A blocking store call on the blocking pool; a panic there is an error, not a crash.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::store_read(what, e))?
 }
 
 impl Cache {
@@ -75,6 +74,7 @@ impl Cache {
                 path: config.data_dir.clone(),
                 source: std::io::Error::other(e),
             })??;
+        let store: Arc<dyn ContentStore> = Arc::new(Embedded::new(store, Arc::new(BlockingPool)));
         let (stop, mut stopped) = watch::channel(());
         let flusher = store.clone();
         tokio::spawn(async move {
@@ -84,10 +84,11 @@ impl Cache {
                     _ = interval.tick() => {}
                     _ = stopped.changed() => break,
                 }
-                let store = flusher.clone();
-                let _ = tokio::task::spawn_blocking(move || store.flush_access()).await;
+                if let Err(e) = flusher.flush().await {
+                    tracing::warn!(error = %e, "could not save blob access times");
+                }
             }
-            let _ = tokio::task::spawn_blocking(move || flusher.flush_access()).await;
+            let _ = flusher.flush().await;
         });
         Ok(Cache {
             store,
@@ -101,7 +102,7 @@ impl Cache {
         })
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Arc<dyn ContentStore> {
         &self.store
     }
 
@@ -118,8 +119,8 @@ impl Cache {
         self.config.is_infrastructure(source)
     }
 
-    pub fn repositories(&self) -> Vec<String> {
-        self.store.repositories()
+    pub async fn repositories(&self) -> Result<Vec<String>, ApiError> {
+        Ok(self.store.repositories().await?)
     }
 
     pub async fn manifest(
@@ -151,7 +152,7 @@ impl Cache {
             }
             Reference::Tag(tag) => tag.as_str(),
         };
-        let entry = self.store.tag(&repo, tag)?;
+        let entry = self.store.tag(&repo, tag).await?;
         let stored = match &entry {
             Some(entry) => self.stored_manifest(&entry.digest).await?,
             None => None,
@@ -173,7 +174,9 @@ impl Cache {
         let current = origin::revalidate(&self.upstream, target, reference, &accept).await;
         let fetched = match current {
             Ok(Some(digest)) if digest == stored.digest => {
-                self.store.put_tag(&repo, tag, &stored.digest, self.now())?;
+                self.store
+                    .put_tag(&repo, tag, &stored.digest, self.now())
+                    .await?;
                 return Ok(response::mark(
                     response::manifest(&stored, head),
                     "revalidated",
@@ -195,33 +198,17 @@ impl Cache {
     /// A stored manifest, `None` when it is not stored or its media type is unknown (a blob
     /// re-indexed from a bare file at startup: fetched again).
     async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, ApiError> {
-        let Some(info) = self.store.stat(digest) else {
+        let Some(info) = self.store.stat(digest).await? else {
             return Ok(None);
         };
-        let Some(media_type) = info.media_type.clone() else {
+        if info.media_type.is_none() {
+            return Ok(None);
+        }
+        let limit = oci::MAX_MANIFEST_BYTES as u64;
+        let Some((info, bytes)) = self.store.read_all(digest, limit).await? else {
             return Ok(None);
         };
-        let store = self.store.clone();
-        let digest = digest.clone();
-        let bytes = blocking("a stored manifest", move || {
-            let Some(blob) = store.open_blob(&digest)? else {
-                return Ok(None);
-            };
-            let (file, info, _lease) = blob.into_parts();
-            let size = usize::try_from(info.size).unwrap_or(usize::MAX);
-            if size > oci::MAX_MANIFEST_BYTES {
-                return Err(ApiError::store_read(
-                    format_args!("manifest {digest}"),
-                    "it is larger than a manifest can be",
-                ));
-            }
-            let mut buf = vec![0; size];
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
-                .map_err(|e| ApiError::store_read(format_args!("manifest {digest}"), e))?;
-            Ok(Some(Bytes::from(buf)))
-        })
-        .await?;
-        Ok(bytes.map(|bytes| Manifest {
+        Ok(info.media_type.map(|media_type| Manifest {
             bytes,
             media_type,
             digest: info.digest,
@@ -234,17 +221,16 @@ impl Cache {
         tag: Option<&str>,
         manifest: &Manifest,
     ) -> Result<(), ApiError> {
-        let store = self.store.clone();
         let m = manifest.clone();
-        blocking("storing a manifest", move || {
-            Ok(store.put_bytes(&m.digest, &m.bytes, Some(&m.media_type))?)
-        })
-        .await?;
+        self.store
+            .put(&m.digest, m.bytes, Some(m.media_type))
+            .await?;
         if let Some(tag) = tag {
             self.store
-                .put_tag(repo, tag, &manifest.digest, self.now())?;
+                .put_tag(repo, tag, &manifest.digest, self.now())
+                .await?;
         }
-        self.store.note_repository(repo)?;
+        self.store.note_repository(repo).await?;
         Ok(())
     }
 
@@ -261,7 +247,7 @@ impl Cache {
             return Ok(response::mark(response, "pass-through"));
         }
         loop {
-            if let Some(response) = self.stored_blob(digest, range.as_ref(), head)? {
+            if let Some(response) = self.stored_blob(digest, range.as_ref(), head).await? {
                 return Ok(response::mark(response, "hit"));
             }
             if head {
@@ -274,11 +260,12 @@ impl Cache {
                     origin::pass_blob(&self.upstream, target, digest, None, true).await?;
                 return Ok(response::mark(response, "miss"));
             }
-            let Some(mut rx) = self.fills.join(self.fill_job(target, digest)) else {
-                continue; // stored meanwhile
+            let mut rx = self.fills.join(self.fill_job(target, digest));
+            let size = match fill::wait_started(&mut rx).await? {
+                Started::Streaming(size) => size,
+                Started::Stored => continue, // stored meanwhile
             };
-            let size = fill::wait_started(&mut rx).await?;
-            self.store.note_repository(&source.to_string())?;
+            self.store.note_repository(&source.to_string()).await?;
             let range = match size {
                 Some(size) => match response::parse_range(range.as_ref(), size) {
                     ByteRange::Unsatisfiable => return Err(ApiError::range_not_satisfiable(size)),
@@ -308,13 +295,16 @@ impl Cache {
             target: target.clone(),
             digest: digest.clone(),
             timeout: self.config.cache.fill_timeout,
-            on_commit: Box::new(move |store: &Store| {
+            on_commit: Box::new(move |store: Arc<dyn ContentStore>| {
                 if let Some(max) = max_size.filter(|max| store.usage().bytes > *max) {
-                    let store = store.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let report = store.gc(max);
-                        metrics.evicted(&report);
-                        tracing::info!("cache.maxSize: {report}");
+                    tokio::spawn(async move {
+                        match store.evict(max).await {
+                            Ok(report) => {
+                                metrics.evicted(&report);
+                                tracing::info!("cache.maxSize: {report}");
+                            }
+                            Err(e) => tracing::error!(error = %e, "cache.maxSize: eviction failed"),
+                        }
                     });
                 }
             }),
@@ -322,16 +312,15 @@ impl Cache {
     }
 
     /// A stored blob's response, or `None` if it is not stored.
-    fn stored_blob(
+    async fn stored_blob(
         &self,
         digest: &Digest,
         range: Option<&HeaderValue>,
         head: bool,
     ) -> Result<Option<Response<Body>>, ApiError> {
-        let Some(blob) = self.store.open_blob(digest)? else {
+        let Some(storage::OpenBlob { info, reader }) = self.store.open(digest).await? else {
             return Ok(None);
         };
-        let (file, info, lease) = blob.into_parts();
         let (start, end) = match response::parse_range(range, info.size) {
             ByteRange::Unsatisfiable => return Err(ApiError::range_not_satisfiable(info.size)),
             ByteRange::Part(start, end) => (start, end),
@@ -341,14 +330,14 @@ impl Cache {
         let body = if head {
             empty()
         } else {
-            read::file_body(file, start, end, lease)
+            read::body(reader, start, end)
         };
         Ok(Some(response::blob(digest, partial, Some(info.size), body)))
     }
 
     /// The tags of a repository known locally, for when the upstream is unavailable: `error`
     /// when none are known.
-    pub fn local_tags(
+    pub async fn local_tags(
         &self,
         client_name: &str,
         source: &Source,
@@ -357,7 +346,7 @@ impl Cache {
         head: bool,
         error: ApiError,
     ) -> Result<Response<Body>, ApiError> {
-        let mut tags = self.store.tags(&source.to_string())?;
+        let mut tags = self.store.tags(&source.to_string()).await?;
         if tags.is_empty() {
             return Err(error);
         }

@@ -1,18 +1,20 @@
 //! One upstream download per blob, shared by every client that wants it.
 //!
 //! The first request for an uncached digest starts a *fill*: a detached task that GETs the blob
-//! once and hands the frames to a blocking writer, which writes them into a store ingest (hashing
-//! as it goes, off the runtime) and publishes its progress. Once the body is complete the digest
-//! is checked, and only then are the fsync and rename of the commit done, in the background.
-//! Every client, the first one included, is a *follower*: its response body reads the ingest's
-//! temp file up to the bytes written so far and waits for more. So a client that joins
-//! mid-download still gets the whole blob, a slow or vanished client never slows or aborts the
-//! download, and no follower sees a clean end of body before the digest has been verified: the
-//! last byte of each response is released only once it has. A fill that fails (upstream error,
-//! broken connection, digest mismatch, fill timeout) stores nothing and ends every follower's
-//! body in an error; the next request starts a new fill.
+//! once and writes it into the store ([`ContentStore::ingest`]), which hashes and writes off the
+//! runtime and reports its progress. Once the body is complete the digest is checked, and only
+//! then is the write committed (fsync and rename), in the background. Every client, the first
+//! one included, is a *follower*: its response body reads the bytes written so far (the store's
+//! [`Follow`] readers) and waits for more. So a client that joins mid-download still gets the
+//! whole blob, a slow or vanished client never slows or aborts the download, and no follower
+//! sees a clean end of body before the digest has been verified: the last byte of each response
+//! is released only once it has. A fill that fails (upstream error, broken connection, digest
+//! mismatch, fill timeout) stores nothing and ends every follower's body in an error; the next
+//! request starts a new fill.
 //!
-//! Followers read the temp file through [`crate::read::ChunkReader`].
+//! Exactly one download: a fill first asks the store whether the blob is there (a fill of the
+//! same digest may have committed and left the map just before this one was entered); if it
+//! is, its followers are sent to the store instead.
 //!
 //! Locks: the map of fills in flight is held only to look up, insert or remove one entry, and
 //! nothing in those sections can panic; a poisoned lock (a panic elsewhere while holding it)
@@ -20,29 +22,28 @@
 //! same (a drop guard), so the next request for that digest starts a new fill.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use oci::{Digest, Target};
-use storage::{Ingest, Store};
-use tokio::sync::{mpsc, watch};
+use storage::{BlobRead, ContentStore, Follow, Ingesting};
+use tokio::sync::watch;
 use upstream::Upstream;
 
 use crate::body::{Body, BoxError};
 use crate::error::ApiError;
 use crate::origin;
-use crate::read::ChunkReader;
 
 /// The state of one fill, as its followers see it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum FillState {
-    /// Waiting for the upstream's response headers.
+    /// Asking the store, then waiting for the upstream's response headers.
     Connecting,
-    /// Bytes arriving. `written` bytes are in `file`.
+    /// The blob turned out to be stored already: serve it from the store.
+    Stored,
+    /// Bytes arriving. `written` bytes can be read through `follow`.
     Streaming(Progress),
     /// Complete and verified (the commit may still be running): `progress.written` is the size.
     Verified(Progress),
@@ -50,12 +51,20 @@ pub enum FillState {
     Failed(ApiError),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Progress {
-    pub file: Arc<File>,
+    pub follow: Follow,
     /// The upstream's `Content-Length`, when it sent one.
     pub size: Option<u64>,
     pub written: u64,
+}
+
+/// How a fill started, for the request that joined it.
+pub enum Started {
+    /// The response size, when the upstream said it.
+    Streaming(Option<u64>),
+    /// Serve the blob from the store.
+    Stored,
 }
 
 /// The fills in flight, by digest.
@@ -64,15 +73,17 @@ pub struct Fills {
     inflight: Mutex<HashMap<Digest, watch::Receiver<FillState>>>,
 }
 
+/// Called with the store after a successful commit (e.g. to apply the size limit).
+pub type OnCommit = Box<dyn FnOnce(Arc<dyn ContentStore>) + Send>;
+
 /// What a fill needs, owned, so it can outlive the request that started it.
 pub struct FillJob {
     pub upstream: Upstream,
-    pub store: Store,
+    pub store: Arc<dyn ContentStore>,
     pub target: Target,
     pub digest: Digest,
     pub timeout: Duration,
-    /// Called with the store after a successful commit (e.g. to apply the size limit).
-    pub on_commit: Box<dyn FnOnce(&Store) + Send>,
+    pub on_commit: OnCommit,
 }
 
 /// Removes a fill from the map when its task ends, however it ends (a panic included).
@@ -92,16 +103,11 @@ impl Fills {
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Joins the fill of `job.digest`, starting it if none is in flight. `None` when the blob got
-    /// stored meanwhile (serve it from the store).
-    pub fn join(self: &Arc<Self>, job: FillJob) -> Option<watch::Receiver<FillState>> {
+    /// Joins the fill of `job.digest`, starting it if none is in flight.
+    pub fn join(self: &Arc<Self>, job: FillJob) -> watch::Receiver<FillState> {
         let mut inflight = self.lock();
         if let Some(rx) = inflight.get(&job.digest) {
-            return Some(rx.clone());
-        }
-        // Checked under the lock: a fill that committed and left the map has stored the blob.
-        if job.store.stat(&job.digest).is_some() {
-            return None;
+            return rx.clone();
         }
         let (tx, rx) = watch::channel(FillState::Connecting);
         let tx = Arc::new(tx);
@@ -127,7 +133,7 @@ impl Fills {
             }
             drop(guard);
         });
-        Some(rx)
+        rx
     }
 
     /// The size of a blob being filled, once the upstream has said it.
@@ -137,7 +143,7 @@ impl Fills {
         match &*state {
             FillState::Streaming(p) => p.size,
             FillState::Verified(p) => Some(p.written),
-            FillState::Connecting | FillState::Failed(_) => None,
+            FillState::Connecting | FillState::Stored | FillState::Failed(_) => None,
         }
     }
 
@@ -148,104 +154,78 @@ impl Fills {
 }
 
 async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiError> {
+    if job.store.stat(&job.digest).await?.is_some() {
+        tx.send_replace(FillState::Stored);
+        return Ok(());
+    }
     let (size, mut body) = origin::get_blob(&job.upstream, &job.target, &job.digest).await?;
-    let (store, digest) = (job.store.clone(), job.digest.clone());
-    let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, size))
-        .await
-        .map_err(|_| ApiError::download_vanished())??;
-    let file = Arc::new(ingest.reader()?);
+    let published = tx.clone();
+    let progress = Box::new(move |written: u64| {
+        published.send_modify(|state| {
+            if let FillState::Streaming(progress) = state {
+                progress.written = written;
+            }
+        });
+    });
+    let Ingesting { mut writer, follow } = job.store.ingest(&job.digest, size, progress).await?;
+    // Every store the server fills into can be followed; one that cannot is a bug to report,
+    // not a reason to hold every client until the end.
+    let follow = follow.ok_or_else(|| {
+        ApiError::store_read(
+            format_args!("blob {}", job.digest),
+            "the store cannot be read while it is written",
+        )
+    })?;
     tx.send_replace(FillState::Streaming(Progress {
-        file: file.clone(),
+        follow: follow.clone(),
         size,
         written: 0,
     }));
     let broken =
         |e: &dyn std::fmt::Display| ApiError::download_broken(&job.digest, &job.target.host, e);
-    // Frames go to a blocking writer, so hashing and writing never hold up the runtime.
-    let (frames, mut received) = mpsc::channel::<Bytes>(4);
-    let writer = {
-        let tx = tx.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Ingest> {
-            let mut ingest = ingest;
-            let mut unpublished = 0;
-            while let Some(data) = received.blocking_recv() {
-                ingest.write_all(&data)?;
-                unpublished += data.len();
-                if unpublished >= PUBLISH_EVERY {
-                    ingest.flush()?;
-                    publish(&tx, ingest.written());
-                    unpublished = 0;
-                }
-            }
-            ingest.flush()?;
-            publish(&tx, ingest.written());
-            Ok(ingest)
-        })
-    };
-    let mut failure = None;
     while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if frames.send(data).await.is_err() {
-                    break; // the writer failed; its error is below
-                }
-            }
-            Err(e) => {
-                failure = Some(broken(&e));
-                break;
-            }
+        let frame = frame.map_err(|e| broken(&e))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if writer.write(data).await.is_err() {
+            break; // the store's own error comes from verify, below
         }
     }
-    drop(frames);
-    let written = writer.await.map_err(|_| ApiError::download_vanished())?;
-    if let Some(failure) = failure {
-        return Err(failure);
-    }
-    let mut ingest = written.map_err(|e| broken(&e))?;
-    ingest
-        .verify()
-        .map_err(|e| ApiError::blob_unverified(&job.target.host, &e))?;
-    let written = ingest.written();
+    let verified = writer.verify().await.map_err(|e| match e {
+        e @ (storage::StoreError::DigestMismatch { .. }
+        | storage::StoreError::SizeMismatch { .. }) => {
+            ApiError::blob_unverified(&job.target.host, &e)
+        }
+        e => broken(&e),
+    })?;
+    let written = match &*tx.borrow() {
+        FillState::Streaming(p) => p.written,
+        _ => 0,
+    };
     tx.send_replace(FillState::Verified(Progress {
-        file,
+        follow,
         size: Some(written),
         written,
     }));
     // The fsync and rename: followers need not wait for them.
-    let committed = tokio::task::spawn_blocking(move || ingest.commit(None)).await;
-    match committed {
-        Ok(Ok(_)) => (job.on_commit)(&job.store),
-        Ok(Err(e)) => {
-            tracing::error!(digest = %job.digest, error = %e, "a verified blob could not be stored")
-        }
+    match verified.commit(None).await {
+        Ok(_) => (job.on_commit)(job.store.clone()),
         Err(e) => {
-            tracing::error!(digest = %job.digest, error = %e, "storing a verified blob failed")
+            tracing::error!(digest = %job.digest, error = %e, "a verified blob could not be stored")
         }
     }
     Ok(())
 }
 
-/// Followers are woken at most once per this many bytes written.
-const PUBLISH_EVERY: usize = 256 << 10;
-
-fn publish(tx: &watch::Sender<FillState>, written: u64) {
-    tx.send_modify(|state| {
-        if let FillState::Streaming(progress) = state {
-            progress.written = written;
-        }
-    });
-}
-
-/// Waits until the fill has response headers (or failed): the size, or the error to answer.
-pub async fn wait_started(rx: &mut watch::Receiver<FillState>) -> Result<Option<u64>, ApiError> {
+/// Waits until the fill has response headers, found the blob stored, or failed.
+pub async fn wait_started(rx: &mut watch::Receiver<FillState>) -> Result<Started, ApiError> {
     loop {
         match &*rx.borrow_and_update() {
             FillState::Connecting => {}
-            FillState::Streaming(p) => return Ok(p.size),
-            FillState::Verified(p) => return Ok(Some(p.written)),
+            FillState::Stored => return Ok(Started::Stored),
+            FillState::Streaming(p) => return Ok(Started::Streaming(p.size)),
+            FillState::Verified(p) => return Ok(Started::Streaming(Some(p.written))),
             FillState::Failed(e) => return Err(e.clone()),
         }
         if rx.changed().await.is_err() {
@@ -280,21 +260,21 @@ struct Follower {
     rx: watch::Receiver<FillState>,
     offset: u64,
     end: Option<u64>,
-    reader: Option<ChunkReader>,
+    reader: Option<Box<dyn BlobRead>>,
 }
 
 impl Follower {
     /// The next chunk of the response; `None` at its end.
     async fn next(&mut self) -> Result<Option<Bytes>, BoxError> {
         loop {
-            let (file, deliverable, complete) = {
+            let (follow, deliverable, complete) = {
                 let state = self.rx.borrow_and_update();
                 match &*state {
-                    FillState::Connecting => (None, 0, false),
+                    FillState::Connecting | FillState::Stored => (None, 0, false),
                     FillState::Failed(e) => return Err(e.message.clone().into()),
                     FillState::Verified(p) => {
                         let end = self.end.unwrap_or(p.written).min(p.written);
-                        (Some(p.file.clone()), end, true)
+                        (Some(p.follow.clone()), end, true)
                     }
                     FillState::Streaming(p) => {
                         // Hold back the last byte of the response until the blob is verified.
@@ -302,12 +282,12 @@ impl Follower {
                             .end
                             .or(p.size)
                             .map_or(u64::MAX, |e| e.saturating_sub(1));
-                        (Some(p.file.clone()), p.written.min(end), false)
+                        (Some(p.follow.clone()), p.written.min(end), false)
                     }
                 }
             };
-            if let Some(file) = file.filter(|_| self.offset < deliverable) {
-                let reader = self.reader.get_or_insert_with(|| ChunkReader::new(file));
+            if let Some(follow) = follow.filter(|_| self.offset < deliverable) {
+                let reader = self.reader.get_or_insert_with(|| follow());
                 let chunk = reader.read(self.offset, deliverable - self.offset).await?;
                 self.offset += chunk.len() as u64;
                 return Ok(Some(chunk));

@@ -76,6 +76,19 @@ pub enum StoreError {
     )]
     InvalidKey { what: &'static str, value: String },
 
+    /// Work handed to the [`crate::Offload`] ended without an answer (it panicked, or the
+    /// offload dropped it), or a write went on after its writer had stopped.
+    #[error("{0}; nothing was stored")]
+    Lost(#[from] crate::offload::Lost),
+
+    /// A blob is larger than the caller can take whole.
+    #[error("blob {digest} is {size} bytes, more than the {limit} bytes expected of it")]
+    TooLarge {
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
+
     /// An index record could not be decoded.
     #[error(
         "index record {key:?} in tree `{tree}` is malformed ({reason}); stop outpost and move \

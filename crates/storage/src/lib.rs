@@ -1,8 +1,15 @@
 //! outpost's content-addressed store: blob files named by digest, plus a sled index of sizes,
-//! media types, access times, tags and repositories. No HTTP, no async runtime: every call does
-//! blocking `std::fs` I/O, so async callers use `spawn_blocking`.
+//! media types, access times, tags and repositories. No HTTP, no async runtime.
+//!
+//! The registry server sees stores only through [`ContentStore`] (async, streaming, verified
+//! writes); [`Embedded`] is this crate's implementation of it over [`Store`], whose own calls do
+//! blocking `std::fs` I/O. Blocking work runs through the [`Offload`] the owner hands in.
 //!
 //! # What lives where
+//! - `content.rs`: the seam: [`ContentStore`], [`BlobRead`], [`BlobWrite`], [`Offload`].
+//! - `embedded.rs`: [`Embedded`], [`Store`] as a [`ContentStore`].
+//! - `chunks.rs`: reading blob files in chunks within a process-wide memory budget.
+//! - `offload.rs`: awaiting blocking work without a runtime.
 //! - `layout.rs`: the on-disk tree below, and the only digest-to-path function (`blob_path`).
 //! - `index.rs`: the sled schema below; encodings and the schema version check.
 //! - `state.rs`: the in-memory state behind the store mutex ([`BlobInfo`], [`Usage`]).
@@ -63,19 +70,29 @@
 //! - The data dir is used by one process at a time (the `lock` file).
 #![forbid(unsafe_code)]
 
+mod chunks;
+mod content;
+mod embedded;
 mod error;
 mod index;
 mod ingest;
 mod layout;
 mod maintenance;
+mod offload;
 mod reconcile;
 mod state;
 mod store;
 
+pub use content::{
+    BlobRead, BlobWrite, BoxFuture, ContentStore, Follow, Ingesting, Offload, OpenBlob, Progress,
+    VerifiedWrite,
+};
+pub use embedded::Embedded;
 pub use error::StoreError;
 pub use index::TagEntry;
 pub use ingest::Ingest;
 pub use maintenance::{CorruptBlob, GcReport, Problem, VerifyReport};
+pub use offload::Lost;
 pub use reconcile::ReconcileReport;
 pub use state::{BlobInfo, Usage};
 pub use store::{Blob, Lease, Store};

@@ -1,4 +1,6 @@
-//! The storage test suite: every test takes a store constructor (`fn(&Path) -> Result<Store, _>`
+//! The embedded store's own suite (files on disk, crash and reconcile, locks, gc and verify);
+//! `content_store.rs` is the conformance suite of the `ContentStore` seam, run against every
+//! implementation of it. Here, every test takes a store constructor (`fn(&Path) -> Result<Store, _>`
 //! over a data dir) and checks what a user of the store can observe: returned infos and errors,
 //! bytes read back, files in the documented on-disk tree, usage, tags. `store_suite!` runs the
 //! whole suite against one constructor, like containerd's `core/content/testsuite`.

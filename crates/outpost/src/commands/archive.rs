@@ -7,7 +7,7 @@ use clap::Args;
 use oci::{ImageRef, Registry};
 use storage::Store;
 
-use crate::cli::{ConfigArgs, Failure};
+use super::{ConfigArgs, Failure};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {

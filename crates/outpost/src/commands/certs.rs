@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use certs::{Generated, San};
 use clap::{Args, Subcommand};
 
-use crate::cli::Failure;
+use super::Failure;
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {

@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use clap::Args;
 
-use crate::cli::{ConfigArgs, Failure};
+use super::{ConfigArgs, Failure};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use config::containerd::{self, Settings};
 
-use crate::cli::{ConfigArgs, Failure};
+use super::{ConfigArgs, Failure};
 
 #[derive(Debug, Args)]
 pub struct ContainerdConfigArgs {

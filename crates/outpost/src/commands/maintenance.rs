@@ -8,7 +8,7 @@ use clap::Args;
 use config::{ByteSize, Config};
 use storage::{Store, StoreError};
 
-use crate::cli::{ConfigArgs, Failure};
+use super::{ConfigArgs, Failure};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {

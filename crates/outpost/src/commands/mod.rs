@@ -1,4 +1,9 @@
-//! One module per command: its arguments (clap) and what it does with them.
+//! One module per command: its arguments (clap) and what it does with them; and what the
+//! commands share: `--config` ([`ConfigArgs`]), how a command fails ([`Failure`]), a runtime.
+
+use std::path::PathBuf;
+
+use clap::Args;
 
 pub mod archive;
 pub mod certs;
@@ -7,3 +12,49 @@ pub mod containerd_config;
 pub mod maintenance;
 pub mod prefetch;
 pub mod serve;
+
+/// `--config FILE`, repeatable; later files win.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// A YAML configuration file (Palette user-data, OS-pack values or outpost's own settings).
+    /// May be given several times; files are merged in order, later values win.
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Loads the files; a refused configuration is [`Failure::Config`].
+    pub fn load(&self) -> Result<config::Loaded, Failure> {
+        config::load(&self.files).map_err(|e| Failure::Config(e.to_string()))
+    }
+}
+
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The configuration is invalid or forbidden: exit 2.
+    Config(String),
+    /// Anything else: exit 1.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+impl Failure {
+    /// Any displayable error as [`Failure::Other`].
+    pub fn other(e: impl std::fmt::Display) -> Failure {
+        Failure::Other(anyhow::anyhow!("{e}"))
+    }
+}
+
+/// A multi-threaded tokio runtime for a command that needs one.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::other)
+}

@@ -6,7 +6,7 @@ use clap::Args;
 use oci::Platform;
 use prefetch::{ImageReport, Options};
 
-use crate::cli::{runtime, ConfigArgs, Failure};
+use super::{runtime, ConfigArgs, Failure};
 
 #[derive(Debug, Args)]
 pub struct PrefetchArgs {

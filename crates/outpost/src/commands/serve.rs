@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use config::TlsFiles;
 
-use crate::cli::{runtime, ConfigArgs, Failure};
+use super::{runtime, ConfigArgs, Failure};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

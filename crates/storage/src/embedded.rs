@@ -1,0 +1,317 @@
+//! [`Embedded`]: the files + sled [`Store`] as a [`ContentStore`].
+//!
+//! Where the work runs: answers the store keeps in memory (`stat`, usage, repositories) and
+//! index calls (sled keeps its hot pages in memory and writes its log in the background) are
+//! made inline; opening a blob file is one `open(2)`, also inline; reading a file goes through a
+//! [`ChunkReader`] (inline when the page cache has the bytes); everything else that touches the
+//! disk (writing, fsync, rename, gc) runs through the [`Offload`].
+//!
+//! A write is one offloaded job for its whole life: it creates the temp file, then takes the
+//! chunks from a bounded channel, hashing and writing them, and reports progress every
+//! [`PUBLISH_EVERY`] bytes; so a download costs one hand-off per batch of frames, not per frame.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use oci::{Digest, MediaType};
+
+use crate::chunks::ChunkReader;
+use crate::content::{
+    BlobRead, BlobWrite, BoxFuture, ContentStore, Ingesting, Offload, OpenBlob, Progress,
+    VerifiedWrite,
+};
+use crate::offload::{offload, Lost};
+use crate::{BlobInfo, GcReport, Ingest, Store, StoreError, TagEntry, Usage};
+
+/// Followers are told of progress at most once per this many bytes written.
+const PUBLISH_EVERY: usize = 256 << 10;
+/// Chunks queued for the writer job at most: the backpressure on the download.
+const QUEUED_CHUNKS: usize = 4;
+
+/// The embedded store as the server sees it.
+#[derive(Clone)]
+pub struct Embedded {
+    store: Store,
+    offload: Arc<dyn Offload>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedded")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedded {
+    pub fn new(store: Store, offload: Arc<dyn Offload>) -> Embedded {
+        Embedded { store, offload }
+    }
+
+    /// The store itself, for what only an embedded store has (its directory, verify).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        offload(&*self.offload, move || job(store)).await?
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl ContentStore for Embedded {
+    fn stat<'a>(
+        &'a self,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<BlobInfo>, StoreError>> {
+        ready(Ok(self.store.stat(digest)))
+    }
+
+    fn open<'a>(
+        &'a self,
+        digest: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<OpenBlob>, StoreError>> {
+        let opened = self.store.open_blob(digest).map(|blob| {
+            blob.map(|blob| {
+                let (file, info, lease) = blob.into_parts();
+                let reader = ChunkReader::new(Arc::new(file), self.offload.clone(), Some(lease));
+                OpenBlob {
+                    info,
+                    reader: Box::new(reader),
+                }
+            })
+        });
+        ready(opened)
+    }
+
+    fn read_all<'a>(
+        &'a self,
+        digest: &'a Digest,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Option<(BlobInfo, Bytes)>, StoreError>> {
+        let digest = digest.clone();
+        Box::pin(self.blocking(move |store| {
+            let Some(blob) = store.open_blob(&digest)? else {
+                return Ok(None);
+            };
+            let (file, info, _lease) = blob.into_parts();
+            if info.size > limit {
+                return Err(StoreError::TooLarge {
+                    digest,
+                    size: info.size,
+                    limit,
+                });
+            }
+            let mut buf = vec![0; info.size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
+                .map_err(|e| StoreError::io("read blob", store.dir(), e))?;
+            Ok(Some((info, Bytes::from(buf))))
+        }))
+    }
+
+    fn put<'a>(
+        &'a self,
+        digest: &'a Digest,
+        bytes: Bytes,
+        media_type: Option<MediaType>,
+    ) -> BoxFuture<'a, Result<BlobInfo, StoreError>> {
+        let digest = digest.clone();
+        Box::pin(self.blocking(move |store| store.put_bytes(&digest, &bytes, media_type.as_ref())))
+    }
+
+    fn ingest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        size: Option<u64>,
+        progress: Progress,
+    ) -> BoxFuture<'a, Result<Ingesting, StoreError>> {
+        // A bounded channel holds its buffer plus one slot per sender.
+        let (chunks, mut received) = mpsc::channel::<Bytes>(QUEUED_CHUNKS - 1);
+        let (opened_tx, opened) = oneshot::channel::<Result<File, StoreError>>();
+        let (done_tx, done) = oneshot::channel::<Result<Ingest, StoreError>>();
+        let (store, digest) = (self.store.clone(), digest.clone());
+        self.offload.run(Box::new(move || {
+            let mut ingest = match store
+                .ingest(&digest, size)
+                .and_then(|i| Ok((i.reader()?, i)))
+            {
+                Ok((reader, ingest)) => {
+                    let _ = opened_tx.send(Ok(reader));
+                    ingest
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            let temp = format!("the temp file of {digest}");
+            let write = |ingest: &mut Ingest, chunk: &[u8]| {
+                ingest
+                    .write_all(chunk)
+                    .map_err(|e| StoreError::io("write", &temp, e))
+            };
+            let mut unpublished = 0;
+            let mut result = Ok(());
+            while let Some(chunk) = futures_executor::block_on(next_chunk(&mut received)) {
+                result = write(&mut ingest, &chunk);
+                if result.is_err() {
+                    break;
+                }
+                unpublished += chunk.len();
+                if unpublished >= PUBLISH_EVERY {
+                    result = ingest
+                        .flush()
+                        .map_err(|e| StoreError::io("write", &temp, e));
+                    if result.is_err() {
+                        break;
+                    }
+                    progress(ingest.written());
+                    unpublished = 0;
+                }
+            }
+            let result = result
+                .and_then(|()| {
+                    ingest
+                        .flush()
+                        .map_err(|e| StoreError::io("write", &temp, e))
+                })
+                .map(|()| {
+                    progress(ingest.written());
+                    ingest
+                });
+            let _ = done_tx.send(result);
+        }));
+        let offload = self.offload.clone();
+        Box::pin(async move {
+            let file = Arc::new(opened.await.map_err(|_| Lost)??);
+            let follow_offload = offload.clone();
+            let follow = Arc::new(move || {
+                Box::new(ChunkReader::new(file.clone(), follow_offload.clone(), None))
+                    as Box<dyn BlobRead>
+            });
+            Ok(Ingesting {
+                writer: Box::new(EmbeddedWriter {
+                    chunks,
+                    done,
+                    offload,
+                }),
+                follow: Some(follow),
+            })
+        })
+    }
+
+    fn tag<'a>(
+        &'a self,
+        repository: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TagEntry>, StoreError>> {
+        ready(self.store.tag(repository, tag))
+    }
+
+    fn put_tag<'a>(
+        &'a self,
+        repository: &'a str,
+        tag: &'a str,
+        digest: &'a Digest,
+        checked_at: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(self.store.put_tag(repository, tag, digest, checked_at))
+    }
+
+    fn tags<'a>(&'a self, repository: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        ready(self.store.tags(repository))
+    }
+
+    fn note_repository<'a>(&'a self, repository: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(self.store.note_repository(repository))
+    }
+
+    fn repositories(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        ready(Ok(self.store.repositories()))
+    }
+
+    fn usage(&self) -> Usage {
+        self.store.usage()
+    }
+
+    fn evict(&self, max_size: u64) -> BoxFuture<'_, Result<GcReport, StoreError>> {
+        Box::pin(self.blocking(move |store| Ok(store.gc(max_size))))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.blocking(|store| store.flush_access()))
+    }
+}
+
+/// The next chunk of the channel (`StreamExt::next`, without futures-util).
+fn next_chunk(
+    receiver: &mut mpsc::Receiver<Bytes>,
+) -> impl std::future::Future<Output = Option<Bytes>> + '_ {
+    std::future::poll_fn(move |cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut *receiver), cx)
+    })
+}
+
+/// The async side of a write: chunks go to the writer job over a bounded channel.
+struct EmbeddedWriter {
+    chunks: mpsc::Sender<Bytes>,
+    done: oneshot::Receiver<Result<Ingest, StoreError>>,
+    offload: Arc<dyn Offload>,
+}
+
+impl BlobWrite for EmbeddedWriter {
+    fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            std::future::poll_fn(|cx| self.chunks.poll_ready(cx))
+                .await
+                .map_err(|_| Lost)?;
+            self.chunks.start_send(chunk).map_err(|_| Lost)?;
+            Ok(())
+        })
+    }
+
+    fn verify(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn VerifiedWrite>, StoreError>> {
+        let EmbeddedWriter {
+            chunks,
+            done,
+            offload,
+        } = *self;
+        drop(chunks); // ends the writer job's loop
+        Box::pin(async move {
+            let mut ingest = done.await.map_err(|_| Lost)??;
+            ingest.verify()?;
+            Ok(Box::new(EmbeddedVerified { ingest, offload }) as Box<dyn VerifiedWrite>)
+        })
+    }
+}
+
+struct EmbeddedVerified {
+    ingest: Ingest,
+    offload: Arc<dyn Offload>,
+}
+
+impl VerifiedWrite for EmbeddedVerified {
+    fn commit(
+        self: Box<Self>,
+        media_type: Option<MediaType>,
+    ) -> BoxFuture<'static, Result<BlobInfo, StoreError>> {
+        let EmbeddedVerified {
+            ingest,
+            offload: runner,
+        } = *self;
+        Box::pin(
+            async move { offload(&*runner, move || ingest.commit(media_type.as_ref())).await? },
+        )
+    }
+}
