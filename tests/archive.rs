@@ -272,3 +272,56 @@ async fn an_archive_missing_a_layer_is_refused_and_nothing_is_tagged() {
     let error = archive::import(&store, &bare, &hub(), SystemTime::now()).unwrap_err();
     assert!(matches!(error, ArchiveError::NotLayout { .. }), "{error}");
 }
+
+/// A media type with a control character in an archive (declared in `index.json`, or in the
+/// manifest's own `mediaType`) is refused at import, naming the manifest; nothing is tagged.
+/// Stored, it would have become the `Content-Type` of every pull of that manifest.
+#[tokio::test]
+async fn an_archive_with_a_control_character_in_a_media_type_is_refused() {
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let web = push(&fake, "apps/web", "1", 5);
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("images.tar");
+    let _source = exported(&[format!("{host}/apps/web:1")], &tar).await;
+    let files = read_tar(&tar);
+    let hostile = format!("{OCI_MANIFEST}\u{7}");
+
+    // 1. Declared in index.json.
+    let mut declared = files.clone();
+    let mut index: serde_json::Value = serde_json::from_slice(&declared["index.json"]).unwrap();
+    index["manifests"][0]["mediaType"] = serde_json::Value::String(hostile.clone());
+    declared.insert("index.json".into(), serde_json::to_vec(&index).unwrap());
+    let declared_tar = out.path().join("declared.tar");
+    write_tar(&declared_tar, &declared);
+
+    // 2. In the manifest itself (a new manifest, so a new digest, named by index.json).
+    let mut written = files.clone();
+    let manifest: serde_json::Value = serde_json::from_slice(&web.manifest).unwrap();
+    let mut manifest = manifest;
+    manifest["mediaType"] = serde_json::Value::String(hostile);
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = Digest::compute(oci::Algorithm::Sha256, &bytes);
+    written.insert(format!("blobs/sha256/{}", digest.hex()), bytes.clone());
+    let mut index: serde_json::Value = serde_json::from_slice(&written["index.json"]).unwrap();
+    index["manifests"][0]["mediaType"] = serde_json::Value::String(String::new());
+    index["manifests"][0]["digest"] = serde_json::Value::String(digest.to_string());
+    index["manifests"][0]["size"] = serde_json::json!(bytes.len());
+    written.insert("index.json".into(), serde_json::to_vec(&index).unwrap());
+    let written_tar = out.path().join("written.tar");
+    write_tar(&written_tar, &written);
+
+    for (tar, manifest) in [(&declared_tar, &web.digest), (&written_tar, &digest)] {
+        let node = tempfile::tempdir().unwrap();
+        let store = Store::open(node.path()).unwrap();
+        let error = archive::import(&store, tar, &hub(), SystemTime::now()).unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, ArchiveError::Manifest { .. }), "{message}");
+        assert!(message.contains(&manifest.to_string()), "{message}");
+        assert!(message.contains("media type"), "{message}");
+        assert!(
+            store.tags(&format!("{host}/apps/web")).unwrap().is_empty(),
+            "a tag points at a refused image"
+        );
+    }
+}

@@ -157,7 +157,8 @@ pub fn export(
         media_type: Some(OCI_INDEX.to_owned()),
         manifests: entries,
     };
-    let index = serde_json::to_vec(&index).expect("index.json serializes");
+    let index = serde_json::to_vec(&index)
+        .map_err(|e| ArchiveError::io("write index.json for", out, std::io::Error::other(e)))?;
     report.blobs = items.len();
     report.bytes = items.iter().map(|i| i.size).sum();
     write_archive(store, out, &index, &items)?;

@@ -108,7 +108,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             data_dir: PathBuf::from("./outpost-data"),
-            default_registry: crate::values::docker_hub(),
+            default_registry: Registry::docker_hub(),
             local_registry: true,
             cache: CacheConfig {
                 max_size: None,

@@ -92,7 +92,7 @@ pub fn routing_table(config: &Config) -> Vec<RouteRow> {
     for pattern in &config.infrastructure_images {
         add(pattern.prefix().clone());
     }
-    add(registry(&crate::values::docker_hub()));
+    add(registry(&Registry::docker_hub()));
     add(registry(&config.default_registry));
     if let Some(provider) = &config.provider.registry {
         add(registry(provider));

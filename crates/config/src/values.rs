@@ -162,7 +162,7 @@ impl FromStr for ImageText {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let raw = s.trim();
-        ImageRef::parse(raw, &docker_hub()).map_err(|e| e.to_string())?;
+        ImageRef::parse(raw, &Registry::docker_hub()).map_err(|e| e.to_string())?;
         Ok(ImageText(raw.to_owned()))
     }
 }
@@ -170,10 +170,6 @@ deserialize_from_str!(
     ImageText,
     "an image reference, e.g. `quay.io/kairos/core:v1`"
 );
-
-pub fn docker_hub() -> Registry {
-    Registry::parse(oci::DOCKER_HUB).unwrap_or_else(|_| unreachable!("docker.io is a host"))
-}
 
 /// An `infrastructureImages` pattern: `host/path`, optionally ending in `*` or `/*`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -59,6 +59,11 @@ impl Registry {
         })
     }
 
+    /// `docker.io`.
+    pub fn docker_hub() -> Registry {
+        Registry(DOCKER_HUB.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -340,7 +345,7 @@ mod tests {
     use super::*;
 
     fn hub() -> Registry {
-        Registry::parse("docker.io").unwrap()
+        Registry::docker_hub()
     }
 
     #[test]

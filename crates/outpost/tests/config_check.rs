@@ -264,3 +264,58 @@ fn check_without_config_runs_on_defaults() {
     );
     assert!(out.stderr.is_empty(), "no warnings: {}", text(&out.stderr));
 }
+
+/// Values that the configuration once accepted and the rest of outpost refused (or read
+/// differently): `check` now applies the one grammar the server, prefetch and import use.
+#[test]
+fn check_applies_the_same_name_rules_as_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key, problem) in [
+        // prefetch refused this provider image: `sha256:abcd` is not a digest.
+        (
+            "options:\n  system.uri: quay.io/kairos/core@sha256:abcd\n",
+            "options.system.uri",
+            "sha256:abcd",
+        ),
+        // request routing refused `a..b` as a repository path component.
+        (
+            "stylus:\n  registryCredentials:\n    domain: r.example.com\n    repositoryName: a..b\n",
+            "stylus.registryCredentials.repositoryName",
+            "`a..b`",
+        ),
+        (
+            "stylus:\n  registryCredentials:\n    domain: r.example.com/team/a..b\n",
+            "stylus.registryCredentials.domain",
+            "`a..b`",
+        ),
+    ] {
+        let file = write(dir.path(), "grammar.yaml", text);
+        let out = check(&[&file], false);
+        let stderr = self::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(key), "{text}: {stderr}");
+        assert!(stderr.contains(problem), "{text}: {stderr}");
+    }
+
+    // registry-1.docker.io is Docker Hub, in a file as in a request path: one row, reached at
+    // its API host.
+    let file = write(
+        dir.path(),
+        "hub.yaml",
+        "stylus:\n  externalRegistries:\n    registryMappingRules:\n      \"registry-1.docker.io/library\": \"mirror.example.com/hub\"\n",
+    );
+    let out = check(&[&file], true);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["source"].as_str())
+        .collect();
+    assert!(sources.contains(&"docker.io/library"), "{sources:?}");
+    assert!(
+        !sources.iter().any(|s| s.contains("registry-1")),
+        "{sources:?}"
+    );
+}

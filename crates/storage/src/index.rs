@@ -369,6 +369,18 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_media_type_that_is_not_one_reads_as_unknown() {
+        // Written by a version that did not check media types: the manifest is fetched again
+        // rather than served with a control character in its `Content-Type`.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&10u64.to_be_bytes());
+        bytes.extend_from_slice(&20u64.to_be_bytes());
+        bytes.extend_from_slice(b"application/vnd.oci.image.manifest.v1+json\x07");
+        let record = BlobRecord::decode(&bytes).unwrap();
+        assert_eq!((record.size, record.media_type), (10, None));
+    }
+
+    #[test]
     fn tag_entries_round_trip_to_the_nanosecond() {
         let e = TagEntry {
             digest: Digest::compute(Algorithm::Sha512, b"m"),
