@@ -2,15 +2,15 @@
 //!
 //! Layout:
 //!
-//! - [`san`]: a subject alternative name (`localhost`, `10.0.0.5`) parsed once into [`San`], and
+//! - `san`: a subject alternative name (`localhost`, `10.0.0.5`) parsed once into [`San`], and
 //!   the default set for this machine.
-//! - [`generate`](mod@generate): [`generate()`] writes a CA and a server certificate signed by it
+//! - `generate`: [`generate()`] writes a CA and a server certificate signed by it
 //!   into one directory (the files are named in [`Layout`]).
-//! - [`load`]: [`load_certified_key`] reads a PEM chain and its private key and checks them
+//! - `load`: [`load_certified_key`] reads a PEM chain and its private key and checks them
 //!   (key matches, certificate currently valid).
-//! - [`reload`]: [`ServerTls`], the rustls server configuration whose certificate follows its
+//! - `reload`: [`ServerTls`], the rustls server configuration whose certificate follows its
 //!   files on disk.
-//! - [`error`]: [`CertsError`], every failure with the file it concerns.
+//! - `error`: [`CertsError`], every failure with the file it concerns.
 //!
 //! Invariants:
 //!
@@ -22,11 +22,11 @@
 //! - Private key bytes never reach an error message or a `Debug` print.
 #![forbid(unsafe_code)]
 
-pub mod error;
-pub mod generate;
-pub mod load;
-pub mod reload;
-pub mod san;
+mod error;
+mod generate;
+mod load;
+mod reload;
+mod san;
 
 pub use error::CertsError;
 pub use generate::{generate, Generated, Layout};
