@@ -6,10 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use config::Config;
+use futures_util::future::join_all;
 use http::StatusCode;
 use oci::Digest;
 use outpost_tests::fake::{FakeRegistry, PushedImage};
-use outpost_tests::outpost::{external_config, Client, Outpost};
+use outpost_tests::logs::Captured;
+use outpost_tests::outpost::{external_config, Client, Opened, Outpost, Streamed};
+use outpost_tests::wait::{wait_for, wait_for_async, wait_until, within, DEADLINE};
 
 fn push_image(fake: &FakeRegistry, repo: &str, tag: &str, layer: Bytes) -> PushedImage {
     fake.push_image(
@@ -83,6 +86,8 @@ async fn a_warm_pull_costs_the_upstream_nothing() {
         1,
         "the cold pull fetched the layer more than once"
     );
+    // Warm means stored: the commits land just after the clients have their last bytes.
+    wait_until_no_fill(&outpost).await;
     pull(&client, &outpost, &image).await;
     // By digest too, and HEAD.
     let by_digest = client
@@ -112,27 +117,64 @@ async fn a_warm_pull_costs_the_upstream_nothing() {
     );
 }
 
+/// Reads the rest of every body, concurrently; returns them in the order given.
+async fn finish_all(opened: Vec<Opened>) -> Vec<Streamed> {
+    let tasks: Vec<_> = opened
+        .into_iter()
+        .map(|o| tokio::spawn(within("the rest of a body", DEADLINE, o.finish())))
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_clients_one_upstream_download() {
     let fake = FakeRegistry::start().await;
     let len = 64u64 << 20;
     let digest = fake.add_large_blob(REPO, len, 3);
-    // Slow enough that every client joins while the download is running.
-    fake.throttle_blobs(Some(64 << 20));
+    // The upstream sends 16 MiB, then holds the body until released: the download is running,
+    // half done, for as long as the clients take to arrive.
+    let held_at = 16u64 << 20;
+    fake.stall_blobs_after(held_at);
     let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
     let client = Client::new();
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let client = client.clone();
-        let url = outpost.url(&blob_path(&digest));
-        tasks.push(tokio::spawn(async move {
-            // Some clients arrive mid-download.
-            tokio::time::sleep(Duration::from_millis(i * 20)).await;
-            client.stream(&url, &[]).await
-        }));
+    let url = outpost.url(&blob_path(&digest));
+    // Ten clients arrive together and start the download (a response's headers go out once
+    // the upstream has answered)…
+    let mut opened = within(
+        "the first ten responses",
+        DEADLINE,
+        join_all((0..10).map(|_| client.open(&url, &[]))),
+    )
+    .await;
+    wait_until("the upstream to send 16 MiB and hold", DEADLINE, || {
+        fake.blob_bytes_sent() == held_at
+    })
+    .await;
+    // …ten more arrive mid-download, and are answered while it is held there.
+    opened.extend(
+        within(
+            "the ten responses mid-download",
+            DEADLINE,
+            join_all((0..10).map(|_| client.open(&url, &[]))),
+        )
+        .await,
+    );
+    assert_eq!(fake.blob_bytes_sent(), held_at);
+    for o in &opened {
+        assert_eq!(o.status, StatusCode::OK);
+        assert_eq!(
+            o.headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok()),
+            Some(len.to_string().as_str())
+        );
     }
-    for task in tasks {
-        let streamed = task.await.unwrap();
+    fake.release_blobs();
+    for streamed in finish_all(opened).await {
         assert_eq!(streamed.status, StatusCode::OK);
         assert_eq!(streamed.body.unwrap(), (digest.clone(), len));
     }
@@ -146,24 +188,61 @@ async fn twenty_clients_one_upstream_download() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_blob_does_not_stop_the_fill() {
+    let logs = Captured::global();
     let fake = FakeRegistry::start().await;
     let len = 16u64 << 20;
     let digest = fake.add_large_blob(REPO, len, 4);
-    fake.throttle_blobs(Some(16 << 20));
+    // The upstream sends 4 MiB, then holds the body until released: the client leaves while
+    // the download is certainly running.
+    let held_at = 4u64 << 20;
+    fake.stall_blobs_after(held_at);
     let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
     let client = Client::new();
-    // The first client reads a little and hangs up.
-    let leaver = {
-        let url = outpost.url(&blob_path(&digest));
-        tokio::spawn(async move {
-            let client = Client::new();
-            let _ =
-                tokio::time::timeout(Duration::from_millis(300), client.stream(&url, &[])).await;
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let stayer = client.stream(&outpost.url(&blob_path(&digest)), &[]).await;
-    leaver.await.unwrap();
+    let path = blob_path(&digest);
+    let url = outpost.url(&path);
+    // The first client starts the download and reads a little; a second one joins.
+    let leaver_client = Client::new();
+    let mut leaver = within(
+        "the first client's response",
+        DEADLINE,
+        leaver_client.open(&url, &[]),
+    )
+    .await;
+    assert_eq!(leaver.status, StatusCode::OK);
+    within(
+        "the first client's first MiB",
+        DEADLINE,
+        leaver.read_at_least(1 << 20),
+    )
+    .await
+    .expect("the first client's first MiB");
+    let stayer = within(
+        "the second client's response",
+        DEADLINE,
+        client.open(&url, &[]),
+    )
+    .await;
+    assert_eq!(stayer.status, StatusCode::OK);
+    // The first client hangs up mid-blob; outpost's access log line for it (written when its
+    // response is abandoned) shows outpost has seen it go.
+    drop(leaver);
+    drop(leaver_client);
+    let line = wait_for(
+        "outpost to log the first client's request as incomplete",
+        DEADLINE,
+        || {
+            logs.access_lines(&fake.host())
+                .into_iter()
+                .find(|l| l["fields"]["path"] == path.as_str() && l["fields"]["complete"] == false)
+                .ok_or_else(|| logs.access_lines(&fake.host()))
+        },
+    )
+    .await;
+    assert!(line["fields"]["bytes"].as_u64().is_some_and(|b| b < len));
+    assert_eq!(fake.blob_bytes_sent(), held_at, "the download went on");
+    // The upstream goes on; the second client gets the whole blob from the one download.
+    fake.release_blobs();
+    let stayer = within("the second client's body", DEADLINE, stayer.finish()).await;
     assert_eq!(stayer.body.unwrap(), (digest.clone(), len));
     assert_eq!(fake.requests_matching("GET", &digest.to_string()).len(), 1);
     // The blob was stored: the next client costs the upstream nothing.
@@ -184,6 +263,8 @@ async fn a_corrupt_upstream_blob_is_not_stored_and_the_next_pull_recovers() {
         .stream(&outpost.url(&blob_path(&image.layers[0].0)), &[])
         .await;
     assert!(bad.body.is_err(), "a corrupt blob ended cleanly");
+    // The client's error comes first; the fill has ended once the gauge says so.
+    wait_until_no_fill(&outpost).await;
     assert!(!stored_blobs(outpost.data_dir.path()).contains(&image.layers[0].0.hex().to_owned()));
     fake.repair_blob(&image.layers[0].0);
     let good = client
@@ -202,15 +283,32 @@ async fn a_corrupt_upstream_blob_is_not_stored_and_the_next_pull_recovers() {
     wait_until_stored(outpost.data_dir.path(), &image.layers[0].0).await;
 }
 
-/// Waits (up to 10 s) until the blob is in the data dir's `blobs/`.
+/// Waits until the blob is in the data dir's `blobs/`.
 async fn wait_until_stored(data_dir: &Path, digest: &Digest) {
-    for _ in 0..500 {
-        if stored_blobs(data_dir).contains(&digest.hex().to_owned()) {
-            return;
+    let what = format!("{digest} to be stored under blobs/");
+    wait_for(&what, DEADLINE, || {
+        let stored = stored_blobs(data_dir);
+        if stored.contains(&digest.hex().to_owned()) {
+            Ok(())
+        } else {
+            Err(stored)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{digest} was not stored");
+    })
+    .await;
+}
+
+/// Waits until outpost's `outpost_fills_in_flight` gauge is 0: every fill has ended (stored
+/// or failed; a successful fill leaves the gauge after its commit).
+async fn wait_until_no_fill(outpost: &Outpost) {
+    wait_for_async("no fill in flight", DEADLINE, || async move {
+        let fills = outpost.metric("outpost_fills_in_flight").await;
+        if fills == 0.0 {
+            Ok(())
+        } else {
+            Err(fills)
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -303,7 +401,8 @@ async fn ranges_cold_and_warm() {
     assert_eq!(cold.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(cold.body, &layer[1000..2000]);
     assert_eq!(cold.header("content-range"), Some("bytes 1000-1999/100000"));
-    // Warm, as containerd resumes.
+    // Warm (once the fill has committed the blob), as containerd resumes.
+    wait_until_stored(outpost.data_dir.path(), &image.layers[0].0).await;
     for (range, expected, content_range) in [
         ("bytes=99990-", &layer[99990..], "bytes 99990-99999/100000"),
         ("bytes=-10", &layer[99990..], "bytes 99990-99999/100000"),
@@ -339,6 +438,7 @@ async fn infrastructure_images_pass_through_unstored() {
     let client = Client::new();
     pull(&client, &outpost, &image).await;
     pull(&client, &outpost, &image).await;
+    wait_until_no_fill(&outpost).await;
     assert!(stored_blobs(outpost.data_dir.path()).is_empty());
     assert_eq!(
         fake.requests_matching("GET", &image.layers[0].0.to_string())
@@ -386,30 +486,28 @@ async fn the_size_limit_evicts_least_recently_used_blobs() {
         assert_eq!(&blob.body.unwrap().0, digest);
         // The client has every byte once the digest is verified; the fsync and rename of the
         // commit (and with them the blob's place in the LRU order) land just after.
-        let stored = wait_for_blobs(dir, |stored| stored.contains(&digest.hex().to_owned())).await;
-        assert!(stored.contains(&digest.hex().to_owned()), "{stored:?}");
+        wait_until_stored(dir, digest).await;
     }
-    // gc runs in the background after the commit that crossed the limit, down to 90 %.
-    let stored = wait_for_blobs(dir, |stored| !stored.contains(&old.hex().to_owned())).await;
+    // gc runs in the background after the commit that crossed the limit, down to 90 %; its
+    // removals are counted once it is done.
+    let outpost = &outpost;
+    wait_for_async("the size limit's gc to finish", DEADLINE, || async move {
+        let evictions = outpost.metric("outpost_evictions_total").await;
+        let bytes = outpost.metric("outpost_evicted_bytes_total").await;
+        if evictions > 0.0 && bytes > 0.0 {
+            Ok(())
+        } else {
+            Err((evictions, bytes))
+        }
+    })
+    .await;
+    let stored = stored_blobs(dir);
     assert!(!stored.contains(&old.hex().to_owned()), "{stored:?}");
     assert!(stored.contains(&newest.hex().to_owned()), "{stored:?}");
     assert!(
         stored.contains(&newer.hex().to_owned()),
         "only the least recently used blob goes: {stored:?}"
     );
-}
-
-/// The blob files under `dir` once `done` holds for them, or after 10 s.
-async fn wait_for_blobs(dir: &Path, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let mut stored = stored_blobs(dir);
-    for _ in 0..500 {
-        if done(&stored) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        stored = stored_blobs(dir);
-    }
-    stored
 }
 
 #[tokio::test]

@@ -11,7 +11,9 @@ use config::{CacheConfig, Config};
 use http::StatusCode;
 use oci::{Algorithm, Digest};
 use outpost_tests::fake::{Auth, FakeRegistry};
+use outpost_tests::logs::Captured;
 use outpost_tests::outpost::{external_config, Client, Outpost};
+use outpost_tests::wait::{wait_for, wait_for_async, DEADLINE};
 
 const REPO: &str = "p/quay.io/app/x";
 
@@ -183,6 +185,21 @@ impl Scrape {
     }
 }
 
+/// Scrapes `metrics` until `outpost_fills_in_flight` is 0 (every fill committed or failed), and
+/// returns that scrape.
+async fn no_fill_in_flight(client: &Client, metrics: &str) -> Scrape {
+    wait_for_async("no fill in flight", DEADLINE, || async move {
+        let scrape = Scrape::of(client, metrics).await;
+        let fills = scrape.get("outpost_fills_in_flight", &[]);
+        if fills == 0.0 {
+            Ok(scrape)
+        } else {
+            Err(fills)
+        }
+    })
+    .await
+}
+
 fn zero_ttl(host: &str) -> Config {
     Config {
         cache: CacheConfig {
@@ -216,14 +233,7 @@ async fn metrics_follow_a_miss_a_hit_a_revalidation_and_a_stale_serve() {
         assert_eq!(&blob.body.unwrap().0, digest);
     }
     // The commits (fsync, rename) finish after the clients have their last bytes.
-    let mut cold = Scrape::of(&client, &metrics).await;
-    for _ in 0..250 {
-        if cold.get("outpost_fills_in_flight", &[]) == 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        cold = Scrape::of(&client, &metrics).await;
-    }
+    let cold = no_fill_in_flight(&client, &metrics).await;
     let pulled = manifest.body.len() as f64 + (image.config_len + image.layer_len) as f64;
     assert_eq!(
         cold.get("outpost_cache_requests_total", &[("outcome", "miss")]),
@@ -430,20 +440,33 @@ async fn evictions_are_counted() {
     };
     let outpost = Outpost::start(config).await;
     let client = Client::new();
+    let metrics = outpost.url("/metrics");
     for digest in &blobs {
         let blob = client.stream(&outpost.url(&blob_path(digest)), &[]).await;
         assert_eq!(&blob.body.unwrap().0, digest);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Each blob committed (and its size counted) before the next is asked for.
+        no_fill_in_flight(&client, &metrics).await;
     }
-    // gc runs in the background after the fill that crossed the limit.
-    let mut scrape = Scrape::of(&client, &outpost.url("/metrics")).await;
-    for _ in 0..100 {
-        if scrape.get("outpost_evictions_total", &[]) > 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        scrape = Scrape::of(&client, &outpost.url("/metrics")).await;
-    }
+    // gc runs in the background after the fill that crossed the limit; it counts what it
+    // removed once done.
+    let (client, metrics) = (&client, metrics.as_str());
+    let scrape = wait_for_async(
+        "the size limit's gc to count its evictions",
+        DEADLINE,
+        || async move {
+            let scrape = Scrape::of(client, metrics).await;
+            let counted = (
+                scrape.get("outpost_evictions_total", &[]),
+                scrape.get("outpost_evicted_bytes_total", &[]),
+            );
+            if counted.0 > 0.0 && counted.1 > 0.0 {
+                Ok(scrape)
+            } else {
+                Err(counted)
+            }
+        },
+    )
+    .await;
     let evicted = scrape.get("outpost_evictions_total", &[]);
     assert!(evicted >= 1.0);
     assert_eq!(
@@ -605,53 +628,6 @@ async fn the_admin_listener_takes_the_endpoints_off_the_main_one() {
     );
 }
 
-/// A log sink for the test's thread: every line outpost logs, as JSON.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// The access log lines (target `outpost::access`) so far about requests to `upstream`.
-    fn access_lines(&self, upstream: &str) -> Vec<serde_json::Value> {
-        self.text()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON log line"))
-            .filter(|v| v["target"] == "outpost::access" && v["fields"]["upstream"] == upstream)
-            .collect()
-    }
-
-    /// The process-wide log sink of this test binary (JSON, outpost's own debug lines included).
-    /// Global rather than per-thread: tracing caches per call site whether anyone listens, which
-    /// a thread-local subscriber cannot reliably change while other tests run.
-    fn global() -> &'static Captured {
-        static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-        LOGS.get_or_init(|| {
-            let logs = Captured::default();
-            let writer = logs.clone();
-            tracing_subscriber::fmt()
-                .json()
-                .with_env_filter("info,server=debug,upstream=debug,storage=debug,outpost=debug")
-                .with_writer(move || writer.clone())
-                .init();
-            logs
-        })
-    }
-}
-
 #[tokio::test]
 async fn access_log_lines_carry_the_request_and_no_secret() {
     let logs = Captured::global();
@@ -678,14 +654,15 @@ async fn access_log_lines_carry_the_request_and_no_secret() {
     assert_eq!(&layer.body.unwrap().0, &image.layer_digest);
 
     // The line is written when the body has been sent: wait for both.
-    let mut lines = logs.access_lines(&fake.host());
-    for _ in 0..100 {
+    let lines = wait_for("the access log lines of both requests", DEADLINE, || {
+        let lines = logs.access_lines(&fake.host());
         if lines.len() >= 2 {
-            break;
+            Ok(lines)
+        } else {
+            Err(lines)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        lines = logs.access_lines(&fake.host());
-    }
+    })
+    .await;
     assert_eq!(lines.len(), 2, "{}", logs.text());
     let blob = &lines[1]["fields"];
     assert_eq!(blob["method"], "GET");

@@ -182,12 +182,27 @@ async fn expired_token_is_refreshed_and_a_rejected_one_refreshed_once() {
     assert_eq!(fetch().await.unwrap().status(), StatusCode::OK);
     assert_eq!(fake.token_fetches(), 1);
 
-    // Past its lifetime (minus the margin), the token is refreshed before it is sent.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past its lifetime (minus the margin), the token is refreshed before it is sent. The client
+    // keeps token lifetimes on tokio's clock, which is moved forward here instead of sleeping
+    // (paused only for the jump: with real sockets, a paused clock would also fire the client's
+    // connect and header timers whenever the runtime waits for the network). The fake keeps its
+    // tokens on the real clock, so for it the old token is still valid: only a refresh made
+    // before sending explains a second token fetch, and the next GET is the only one.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(2100)).await;
+    tokio::time::resume();
+    let gets_before = fake.requests_matching("GET", "/blobs/").len();
     let unauthorized_before = unauthorized_blob_gets(&fake);
     assert_eq!(fetch().await.unwrap().status(), StatusCode::OK);
     assert_eq!(fake.token_fetches(), 2);
     assert_eq!(unauthorized_blob_gets(&fake), unauthorized_before);
+    let gets = fake.requests_matching("GET", "/blobs/");
+    assert_eq!(gets.len(), gets_before + 1, "no 401 round trip: {gets:#?}");
+    assert_eq!(
+        gets.last().unwrap().authorization(),
+        Some("Bearer fake-token-1"),
+        "the GET carried the new token"
+    );
 
     // The registry forgets the token: one 401, one refresh, success.
     fake.invalidate_tokens();
@@ -472,6 +487,9 @@ async fn connect_failure_names_the_host_and_maps_to_502() {
 
 #[tokio::test]
 async fn response_header_timeout_names_the_host_and_maps_to_504() {
+    // Real time (300 ms): a paused clock would fire the timeout whenever the runtime waits for
+    // the loopback socket, before the request has even reached the fake, or fire the connect
+    // timeout instead; what is tested is the timer against a real connection.
     let fake = FakeRegistry::start().await;
     fake.delay_responses(Some(Duration::from_secs(3)));
     let up = Upstream::new(&UpstreamTimeouts {
@@ -499,6 +517,8 @@ async fn response_header_timeout_names_the_host_and_maps_to_504() {
 
 #[tokio::test]
 async fn connect_timeout_names_the_host_and_maps_to_504() {
+    // Real time (500 ms, and up to 200 ms per filler): the connect timer is raced against the
+    // kernel's unanswered SYNs, which a paused tokio clock knows nothing about.
     // A listener that never accepts, with its accept queue filled: further SYNs go unanswered.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -570,7 +590,8 @@ async fn a_stopped_upstream_is_unreachable_and_back_after_restart() {
     assert_eq!(sha256(&body(resp).await), digest);
 }
 
-/// The resident set size of this process, from `/proc/self/status`.
+/// The resident set size of this process, from `/proc/self/status`. The process is the test's
+/// own (see [`outpost_tests::own_process`]), so it measures nothing but the test.
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status
@@ -581,8 +602,22 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_256_mib_blob_streams_with_bounded_memory() {
+/// Memory is measured as the growth of this process's resident set while the body streams. So
+/// that the process holds nothing but this test (the tests of a binary run in parallel threads,
+/// and any of them would count), the test runs alone in a child process of the test binary.
+#[test]
+fn a_256_mib_blob_streams_with_bounded_memory() {
+    outpost_tests::own_process::run("a_256_mib_blob_streams_with_bounded_memory", || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(stream_256_mib_measuring_memory());
+    });
+}
+
+async fn stream_256_mib_measuring_memory() {
     const SIZE: u64 = 256 << 20;
     let fake = FakeRegistry::start().await;
     let digest = fake.add_large_blob(REPO, SIZE, 42);
@@ -729,6 +764,8 @@ async fn fake_corrupts_stalls_and_throttles_blob_bodies() {
         received.extend_from_slice(&frame.into_data().unwrap());
     }
     assert_eq!(received.len(), 100_000);
+    // Nothing more arrives while stalled. A negative can only be watched for a while (300 ms of
+    // real time); the fake's own count below is the exact check.
     assert!(
         tokio::time::timeout(Duration::from_millis(300), stream.frame())
             .await
@@ -743,7 +780,8 @@ async fn fake_corrupts_stalls_and_throttles_blob_bodies() {
     assert_eq!(sha256(&received), digest);
     assert_eq!(fake.blob_bytes_sent(), 300_000);
 
-    // Throttled to 1 MB/s: 300 000 bytes take about 0.3 s.
+    // Throttled to 1 MB/s: 300 000 bytes take about 0.3 s (of real time: the throttle's pauses
+    // between chunks are what is measured, a lower bound that a slow machine only exceeds).
     let fake = FakeRegistry::start().await;
     let digest = fake.add_blob(REPO, data.clone());
     fake.throttle_blobs(Some(1_000_000));

@@ -1,6 +1,9 @@
 //! Test support.
 pub mod fake;
 pub mod image;
+pub mod logs;
 pub mod outpost;
+pub mod own_process;
 pub mod real;
 pub mod tools;
+pub mod wait;

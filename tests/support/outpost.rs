@@ -7,6 +7,7 @@ use bytes::Bytes;
 use config::{Config, ExternalRegistry};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
@@ -33,6 +34,19 @@ impl Outpost {
     /// `http://127.0.0.1:<port>` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.running.addr, path)
+    }
+
+    /// The value of the unlabelled sample `name` (e.g. `outpost_fills_in_flight`) on outpost's
+    /// `/metrics`; panics when there is no such sample.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let url = self.url("/metrics");
+        let reply = Client::new().get(&url).await;
+        assert_eq!(reply.status, StatusCode::OK, "{url}");
+        let text = String::from_utf8_lossy(&reply.body);
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no sample {name} in {url}:\n{text}"))
     }
 }
 
@@ -166,30 +180,81 @@ impl Client {
 
     /// GETs `url` and hashes the body as it arrives (sha256), never holding it whole.
     pub async fn stream(&self, url: &str, headers: &[(&str, &str)]) -> Streamed {
+        self.open(url, headers).await.finish().await
+    }
+
+    /// GETs `url` and returns once the response headers have arrived, with the body still to
+    /// read: for tests that act between the headers and the end of the body.
+    pub async fn open(&self, url: &str, headers: &[(&str, &str)]) -> Opened {
         let response = self
             .inner
             .request(Self::request(Method::GET, url, headers))
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"));
-        let (parts, mut body) = response.into_parts();
-        let mut hasher = Hasher::new(oci::Algorithm::Sha256);
-        let mut len = 0u64;
-        let result = loop {
-            match body.frame().await {
-                None => break Ok((hasher.finish(), len)),
-                Some(Err(e)) => break Err(e.to_string()),
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        hasher.update(data);
-                        len += data.len() as u64;
-                    }
+        let (parts, body) = response.into_parts();
+        Opened {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            hasher: Hasher::new(oci::Algorithm::Sha256),
+            received: 0,
+        }
+    }
+}
+
+/// A response whose headers have arrived, its body being read and hashed (see [`Client::open`]).
+/// Dropping it hangs up.
+pub struct Opened {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    body: Incoming,
+    hasher: Hasher,
+    received: u64,
+}
+
+impl Opened {
+    /// The next frame: `Ok(false)` at the end of the body.
+    async fn next(&mut self) -> Result<bool, String> {
+        match self.body.frame().await {
+            None => Ok(false),
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    self.hasher.update(data);
+                    self.received += data.len() as u64;
                 }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads until at least `n` body bytes have arrived in all; `Err` if the body ends or breaks
+    /// before.
+    pub async fn read_at_least(&mut self, n: u64) -> Result<u64, String> {
+        while self.received < n {
+            if !self.next().await? {
+                return Err(format!(
+                    "the body ended after {} bytes, before {n}",
+                    self.received
+                ));
+            }
+        }
+        Ok(self.received)
+    }
+
+    /// Reads the rest of the body: the digest and length of the whole body, or its error.
+    pub async fn finish(mut self) -> Streamed {
+        let body = loop {
+            match self.next().await {
+                Ok(true) => {}
+                Ok(false) => break Ok((self.hasher.finish(), self.received)),
+                Err(e) => break Err(e),
             }
         };
         Streamed {
-            status: parts.status,
-            headers: parts.headers,
-            body: result,
+            status: self.status,
+            headers: self.headers,
+            body,
         }
     }
 }
