@@ -33,7 +33,7 @@ mod import;
 
 use std::path::PathBuf;
 
-use oci::{Digest, ImageRefError, ManifestError, MediaType, MAX_MANIFEST_BYTES, OCI_INDEX};
+use oci::{Digest, ImageRefError, ManifestError, MediaType, MAX_MANIFEST_BYTES};
 use storage::{Store, StoreError};
 
 pub use export::{export, ExportReport};
@@ -145,44 +145,22 @@ fn read_stored(store: &Store, digest: &Digest) -> Result<Option<Vec<u8>>, Archiv
     Ok(Some(buf))
 }
 
-/// The media type of a manifest: the one declared (stored, or in `index.json`), else its own
-/// `mediaType` field, else an index when it has `manifests`, else an image manifest. A declared
-/// or written type that is not a valid media type is refused: it would become a `Content-Type`.
+/// The media type of a manifest ([`oci::manifest_media_type`]), its error naming the manifest.
 fn media_type_of(
     declared: Option<&str>,
     digest: &Digest,
     bytes: &[u8],
 ) -> Result<MediaType, ManifestError> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-        manifests: Option<serde_json::Value>,
-    }
-    let parse = |text: &str, whose: &str| {
-        MediaType::parse(text).map_err(|e| ManifestError::Invalid {
-            digest: digest.clone(),
-            reason: format!("{whose} media type: {e}"),
-        })
-    };
-    if let Some(declared) = declared.filter(|s| !s.is_empty()) {
-        return parse(declared, "its declared");
-    }
-    match serde_json::from_slice::<Probe>(bytes) {
-        Ok(Probe {
-            media_type: Some(m),
-            ..
-        }) => parse(&m, "its mediaType field"),
-        Ok(Probe {
-            manifests: Some(_), ..
-        }) => parse(OCI_INDEX, "the index"),
-        _ => Ok(MediaType::oci_manifest()),
-    }
+    oci::manifest_media_type(declared, bytes).map_err(|e| ManifestError::Invalid {
+        digest: digest.clone(),
+        reason: format!("its media type: {e}"),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci::OCI_INDEX;
 
     #[test]
     fn media_types_are_parsed_at_the_edge() {

@@ -32,7 +32,7 @@ mod target;
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use image::{ImageRef, ImageRefError};
 pub use manifest::{
-    is_index_type, media_type_field, Descriptor, ManifestContent, ManifestError, MediaType,
+    is_index_type, manifest_media_type, Descriptor, ManifestContent, ManifestError, MediaType,
     MediaTypeError, Platform, PlatformError, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MANIFEST_TYPES,
     MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
 };

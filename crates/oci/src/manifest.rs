@@ -101,15 +101,34 @@ pub fn is_index_type(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
 }
 
-/// The `mediaType` field of a manifest, as written (unchecked; `None` when there is none or the
-/// bytes are not a JSON object).
-pub fn media_type_field(bytes: &[u8]) -> Option<String> {
+/// The media type of manifest bytes, decided once for every way a manifest arrives: the type
+/// `declared` for it (an upstream's `Content-Type`, an archive's descriptor) when there is one,
+/// else the manifest's own `mediaType` field, else an image index when it lists `manifests`,
+/// else an OCI image manifest. A declared or written type that is not a valid media type is an
+/// error: it would become a `Content-Type`.
+pub fn manifest_media_type(
+    declared: Option<&str>,
+    bytes: &[u8],
+) -> Result<MediaType, MediaTypeError> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]
         media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
     }
-    serde_json::from_slice::<Probe>(bytes).ok()?.media_type
+    if let Some(declared) = declared.filter(|d| !d.trim().is_empty()) {
+        return MediaType::parse(declared);
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe {
+            media_type: Some(field),
+            ..
+        }) => MediaType::parse(&field),
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => Ok(MediaType(OCI_INDEX.to_owned())),
+        _ => Ok(MediaType::oci_manifest()),
+    }
 }
 
 /// A platform of an image index entry: `os/architecture[/variant]`.
@@ -318,11 +337,23 @@ mod tests {
                 .is_index()
         );
         assert!(!MediaType::oci_manifest().is_index());
+    }
+
+    #[test]
+    fn the_media_type_of_a_manifest() {
+        let of = |declared: Option<&str>, bytes: &str| {
+            manifest_media_type(declared, bytes.as_bytes()).map(|m| m.to_string())
+        };
         assert_eq!(
-            media_type_field(br#"{"mediaType":"a/b","x":1}"#).as_deref(),
-            Some("a/b")
+            of(Some(DOCKER_MANIFEST), r#"{"mediaType":"a/b"}"#).unwrap(),
+            DOCKER_MANIFEST
         );
-        assert_eq!(media_type_field(b"[1]"), None);
+        assert_eq!(of(None, r#"{"mediaType":"a/b","x":1}"#).unwrap(), "a/b");
+        assert_eq!(of(Some(""), r#"{"manifests":[]}"#).unwrap(), OCI_INDEX);
+        assert_eq!(of(None, "{}").unwrap(), OCI_MANIFEST);
+        assert_eq!(of(None, "[1]").unwrap(), OCI_MANIFEST);
+        assert!(of(None, r#"{"mediaType":"a/b\u0007"}"#).is_err());
+        assert!(of(Some("a/b\r\nX: y"), "{}").is_err());
     }
 
     #[test]

@@ -102,11 +102,13 @@ pub async fn fetch_manifest(
     if !response.status().is_success() {
         return Err(failure(response, target, Kind::Manifest).await);
     }
+    // A `Content-Type` that is not a media type (or none) leaves the decision to the manifest.
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| MediaType::parse(v).ok());
+        .filter(|v| MediaType::parse(v).is_ok())
+        .map(str::to_owned);
     let claimed = response
         .headers()
         .get(DOCKER_CONTENT_DIGEST)
@@ -132,12 +134,12 @@ pub async fn fetch_manifest(
         }
         None => Digest::compute(Algorithm::Sha256, &bytes),
     };
-    let media_type = match content_type {
-        Some(media_type) => media_type,
-        None => Manifest::media_type_of(&bytes).map_err(|e| {
-            ApiError::invalid_answer(target, format_args!("a manifest {reference} whose {e}"))
-        })?,
-    };
+    let media_type = oci::manifest_media_type(content_type.as_deref(), &bytes).map_err(|e| {
+        ApiError::invalid_answer(
+            target,
+            format_args!("a manifest {reference} with an invalid media type: {e}"),
+        )
+    })?;
     Ok(Manifest {
         bytes,
         media_type,
