@@ -94,3 +94,72 @@ async fn tags_list_is_answered_from_the_store_when_the_upstream_fails_with_5xx()
     assert_eq!(tags.status, StatusCode::OK);
     assert!(tags.header("warning").is_none());
 }
+
+/// Moves tokio's clock (the tag TTL's and `Retry-After`'s clock) forward by `by`.
+async fn jump(by: std::time::Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
+}
+
+/// Docker Hub's pull limit: a `429` with `Retry-After` on revalidation serves the stored
+/// manifest, and the upstream is not asked again for that repository until the time is up.
+#[tokio::test]
+async fn a_429_serves_the_store_and_the_upstream_is_left_alone_until_retry_after() {
+    let fake = FakeRegistry::start().await;
+    let image = fake.push_seeded("p/quay.io/app/x", Some("v1"), 3, &[1000]);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let url = outpost.url("/v2/quay.io/app/x/manifests/v1");
+    assert_eq!(client.get(&url).await.digest(), image.digest);
+
+    jump(std::time::Duration::from_secs(301)).await; // past the tag TTL
+    fake.clear_requests();
+    fake.fail_next(1, 429, Some(120));
+    for round in 0..3 {
+        let client = Client::new();
+        let stale = client.get(&url).await;
+        assert_eq!(
+            stale.status,
+            StatusCode::OK,
+            "round {round}: {:?}",
+            stale.body
+        );
+        assert_eq!(stale.digest(), image.digest);
+        assert!(
+            stale
+                .header("warning")
+                .is_some_and(|w| w.starts_with("110")),
+            "round {round}: no stale warning"
+        );
+    }
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the upstream was asked again within Retry-After: {:#?}",
+        fake.requests()
+    );
+    // Nothing stored for this repository can be answered meanwhile: 429 with the time left,
+    // still without asking the upstream.
+    let missing = Client::new()
+        .get(&outpost.url("/v2/quay.io/app/x/manifests/v2"))
+        .await;
+    assert_eq!(missing.status, StatusCode::TOO_MANY_REQUESTS);
+    let left: u64 = missing.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=120).contains(&left), "{left}");
+    assert_eq!(fake.requests().len(), 1);
+    // Another repository of the same upstream is asked as usual.
+    let other = fake.push_seeded("p/quay.io/app/y", Some("v1"), 4, &[1000]);
+    let reply = Client::new()
+        .get(&outpost.url("/v2/quay.io/app/y/manifests/v1"))
+        .await;
+    assert_eq!(reply.digest(), other.digest);
+
+    // Once Retry-After has passed, the tag is revalidated again.
+    jump(std::time::Duration::from_secs(121)).await;
+    fake.clear_requests();
+    let fresh = Client::new().get(&url).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert!(fresh.header("warning").is_none());
+    assert_eq!(fake.requests_matching("HEAD", "/manifests/v1").len(), 1);
+}

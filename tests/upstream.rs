@@ -326,6 +326,32 @@ async fn a_realm_on_another_host_gets_no_credentials() {
         .requests()
         .iter()
         .all(|r| r.path != "/token" || r.authorization().is_none()));
+
+    // A realm elsewhere that hands out anonymous tokens the registry then refuses: the error
+    // says the credentials were withheld, never that they were rejected.
+    let fake = FakeRegistry::start().await;
+    fake.set_auth(Auth::anonymous_bearer(300));
+    fake.set_realm_host(&format!("localhost:{}", fake.addr().port()));
+    fake.refuse_tokens(true);
+    let digest = fake.add_blob(REPO, b"layer".to_vec());
+    let err = upstream()
+        .send(
+            &target(&fake.host(), Some(("carol", "secret-pw"))),
+            get(&format!("blobs/{digest}")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, UpstreamError::AnonymousTokenRefused { .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("without credentials"), "{text}");
+    assert!(!text.contains("rejected the stored credentials"), "{text}");
+    assert!(fake
+        .requests()
+        .iter()
+        .all(|r| r.path != "/token" || r.authorization().is_none()));
 }
 
 #[tokio::test]

@@ -184,6 +184,8 @@ struct State {
     issued_tokens: Mutex<HashMap<String, Instant>>,
     tokens_issued: AtomicU64,
     token_fetches: AtomicUsize,
+    /// Tokens are issued but never accepted (a registry that wants another kind of token).
+    refuse_tokens: AtomicBool,
     realm_host: Mutex<Option<String>>,
     log: Mutex<Vec<RecordedRequest>>,
     blob_bytes_sent: Arc<AtomicU64>,
@@ -212,6 +214,7 @@ impl State {
             issued_tokens: Mutex::new(HashMap::new()),
             tokens_issued: AtomicU64::new(0),
             token_fetches: AtomicUsize::new(0),
+            refuse_tokens: AtomicBool::new(false),
             realm_host: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             blob_bytes_sent: Arc::new(AtomicU64::new(0)),
@@ -558,6 +561,12 @@ impl FakeRegistry {
         lock(&self.state().issued_tokens).clear();
     }
 
+    /// Keeps issuing tokens but refuses every one of them on `/v2/` (as a registry does whose
+    /// realm hands out anonymous tokens it then does not honour for private content).
+    pub fn refuse_tokens(&self, refuse: bool) {
+        self.state().refuse_tokens.store(refuse, Ordering::SeqCst);
+    }
+
     /// Requests to `/token` so far (successful or not).
     pub fn token_fetches(&self) -> usize {
         self.state().token_fetches.load(Ordering::SeqCst)
@@ -874,11 +883,12 @@ fn check_auth(state: &State, path: &str, headers: &HeaderMap) -> Option<Response
         }
         Auth::Bearer { .. } => {
             let token = given.and_then(|g| g.strip_prefix("Bearer "));
-            let valid = token.is_some_and(|t| {
-                lock(&state.issued_tokens)
-                    .get(t)
-                    .is_some_and(|expiry| Instant::now() < *expiry)
-            });
+            let valid = !state.refuse_tokens.load(Ordering::SeqCst)
+                && token.is_some_and(|t| {
+                    lock(&state.issued_tokens)
+                        .get(t)
+                        .is_some_and(|expiry| Instant::now() < *expiry)
+                });
             if valid {
                 return None;
             }

@@ -172,7 +172,11 @@ async fn tags(
     n: Option<u32>,
     last: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let fetched = origin::fetch_tags(&app.upstream, target, n, last).await;
+    let fetch = origin::fetch_tags(&app.upstream, target, n, last);
+    let fetched = match &app.cache {
+        Some(cache) => cache.ask(target, fetch).await,
+        None => fetch.await,
+    };
     let origin::TagList { mut list, link } = match (fetched, &app.cache) {
         (Ok(list), _) => list,
         (Err(error), Some(cache)) if error.is_unavailable() => {

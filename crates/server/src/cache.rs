@@ -5,8 +5,10 @@
 //! - a tag checked less than `cache.tagTtl` ago is answered from the store; after that it is
 //!   revalidated with a `HEAD` upstream, and an unchanged digest only refreshes the check time;
 //! - when the upstream is unavailable ([`ApiError::is_unavailable`]: unreachable, timed out,
-//!   5xx), a stored manifest is served anyway (stale-if-error, with a `Warning` header), and
+//!   5xx, 429), a stored manifest is served anyway (stale-if-error, with a `Warning` header), and
 //!   `tags/list` falls back to the tags known locally;
+//! - an upstream that asks to wait (`Retry-After` on 429 or 503) is not asked again for that
+//!   repository until the time has passed (see [`crate::backoff`]);
 //! - infrastructure images (`outpost.infrastructureImages`) pass through and are never stored;
 //! - uncached blobs are fetched once, however many clients ask (see [`crate::fill`]).
 //!
@@ -23,6 +25,7 @@ use storage::{ContentStore, Embedded, Offload, Store};
 use tokio::sync::watch;
 use upstream::Upstream;
 
+use crate::backoff::Backoff;
 use crate::body::{empty, Body};
 use crate::error::ApiError;
 use crate::fill::{self, FillJob, Fills, Started};
@@ -48,6 +51,7 @@ impl Offload for BlockingPool {
 pub struct Cache {
     store: Arc<dyn ContentStore>,
     fills: Arc<Fills>,
+    backoff: Backoff,
     upstream: Upstream,
     metrics: Arc<Metrics>,
     config: Arc<config::Config>,
@@ -93,6 +97,7 @@ impl Cache {
         Ok(Cache {
             store,
             fills: Arc::new(Fills::default()),
+            backoff: Backoff::default(),
             upstream,
             metrics,
             config,
@@ -114,6 +119,21 @@ impl Cache {
         self.epoch + self.started.elapsed()
     }
 
+    /// Asks the upstream of `target` (`request`), unless it asked to wait; remembers when it
+    /// asks to.
+    pub async fn ask<T>(
+        &self,
+        target: &Target,
+        request: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.backoff.check(target)?;
+        let result = request.await;
+        if let Err(error) = &result {
+            self.backoff.note(target, error);
+        }
+        result
+    }
+
     /// Infrastructure images pass through and are never stored.
     pub fn is_infrastructure(&self, source: &Source) -> bool {
         self.config.is_infrastructure(source)
@@ -131,7 +151,12 @@ impl Cache {
         accept: HeaderValue,
         head: bool,
     ) -> Result<Response<Body>, ApiError> {
-        let fetch = || origin::fetch_manifest(&self.upstream, target, reference, accept.clone());
+        let fetch = || {
+            self.ask(
+                target,
+                origin::fetch_manifest(&self.upstream, target, reference, accept.clone()),
+            )
+        };
         if self.is_infrastructure(source) {
             let manifest = fetch().await?;
             return Ok(response::mark(
@@ -171,7 +196,12 @@ impl Cache {
         if age < self.config.cache.tag_ttl {
             return Ok(response::mark(response::manifest(&stored, head), "hit"));
         }
-        let current = origin::revalidate(&self.upstream, target, reference, &accept).await;
+        let current = self
+            .ask(
+                target,
+                origin::revalidate(&self.upstream, target, reference, &accept),
+            )
+            .await;
         let fetched = match current {
             Ok(Some(digest)) if digest == stored.digest => {
                 self.store
@@ -243,7 +273,8 @@ impl Cache {
         head: bool,
     ) -> Result<Response<Body>, ApiError> {
         if self.is_infrastructure(source) {
-            let response = origin::pass_blob(&self.upstream, target, digest, range, head).await?;
+            let pass = origin::pass_blob(&self.upstream, target, digest, range, head);
+            let response = self.ask(target, pass).await?;
             return Ok(response::mark(response, "pass-through"));
         }
         loop {
@@ -256,12 +287,17 @@ impl Cache {
                     let response = response::blob(digest, None, Some(size), empty());
                     return Ok(response::mark(response, "hit"));
                 }
-                let response =
-                    origin::pass_blob(&self.upstream, target, digest, None, true).await?;
+                let pass = origin::pass_blob(&self.upstream, target, digest, None, true);
+                let response = self.ask(target, pass).await?;
                 return Ok(response::mark(response, "miss"));
             }
+            self.backoff.check(target)?;
             let mut rx = self.fills.join(self.fill_job(target, digest));
-            let size = match fill::wait_started(&mut rx).await? {
+            let started = fill::wait_started(&mut rx).await;
+            if let Err(error) = &started {
+                self.backoff.note(target, error);
+            }
+            let size = match started? {
                 Started::Streaming(size) => size,
                 Started::Stored => continue, // stored meanwhile
             };

@@ -52,22 +52,37 @@ impl ApiError {
         }
     }
 
-    pub fn with_detail(mut self, detail: serde_json::Value) -> ApiError {
-        self.detail = Some(Box::new(detail));
-        self
-    }
-
     /// The upstream (or the way to it) failed: `502 UNAVAILABLE`.
     pub fn bad_gateway(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_GATEWAY, UNAVAILABLE, message)
     }
 
     /// The upstream could not be asked or could not answer: unreachable, timed out, TLS or
-    /// protocol failure, or a 5xx answer. The one test of stale-if-error: in these cases a stored
-    /// manifest, the locally known tags (and, once stored, referrers) are served instead.
-    /// Authentication failures and 4xx answers are not: the upstream answered.
+    /// protocol failure, a 5xx answer, or `429 Too Many Requests` (Docker Hub's pull limit). The
+    /// one test of stale-if-error: in these cases a stored manifest, the locally known tags (and,
+    /// once stored, referrers) are served instead. Authentication failures and other 4xx answers
+    /// are not: the upstream answered.
     pub fn is_unavailable(&self) -> bool {
-        self.code == UNAVAILABLE
+        self.code == UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS
+    }
+
+    /// The upstream asked to be left alone (`Retry-After`) and `remaining` is left of that: the
+    /// request is answered here, without asking it.
+    pub fn backing_off(target: &Target, remaining: Duration) -> ApiError {
+        let seconds = remaining.as_secs() + u64::from(remaining.subsec_nanos() > 0);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            format!(
+                "upstream {}/{} asked outpost to wait (Retry-After); it is not asked again for \
+                 another {seconds} s, and nothing is stored for this request",
+                target.host, target.repository
+            ),
+        );
+        error
+            .headers
+            .push((header::RETRY_AFTER, HeaderValue::from(seconds)));
+        error
     }
 
     /// A `Range` outside a blob of `size` bytes: `416` with `Content-Range: bytes */size`.
@@ -151,7 +166,7 @@ impl ApiError {
     }
 
     /// An upstream's error answer: its status, headers and (at most 64 KiB of) body. Keeps the
-    /// upstream's OCI message when it sent one and names the upstream.
+    /// upstream's OCI message when it sent one (never its `detail`) and names the upstream.
     pub fn upstream_answer(
         status: StatusCode,
         headers: &HeaderMap,
@@ -184,13 +199,9 @@ impl ApiError {
             Some(m) => format!("upstream {what} answered {status}: {m}"),
             None => format!("upstream {what} answered {status}"),
         };
+        // The upstream's `detail` is not passed on: registries put their internals there
+        // (Distribution: the storage path of the blob).
         let mut error = ApiError::new(status, code, message);
-        if let Some(detail) = upstream_error
-            .and_then(|e| e.get("detail").cloned())
-            .filter(|d| !d.is_null())
-        {
-            error = error.with_detail(detail);
-        }
         if let Some(retry_after) = headers.get(header::RETRY_AFTER) {
             error
                 .headers
@@ -247,6 +258,7 @@ impl From<UpstreamError> for ApiError {
         let code = match e {
             UpstreamError::CredentialsRejected { .. }
             | UpstreamError::AuthRequired { .. }
+            | UpstreamError::AnonymousTokenRefused { .. }
             | UpstreamError::UnsupportedChallenge { .. }
             | UpstreamError::TokenFetch { .. } => "DENIED",
             _ => UNAVAILABLE,
@@ -300,6 +312,8 @@ mod tests {
         );
         assert!(e.message.contains("no such tag"), "{}", e.message);
         assert!(!e.is_unavailable());
+        let body = String::from_utf8(e.body().to_vec()).unwrap();
+        assert!(!body.contains("v9") && !body.contains("detail"), "{body}");
         let e = ApiError::upstream_answer(
             StatusCode::NOT_FOUND,
             &HeaderMap::new(),
@@ -325,9 +339,11 @@ mod tests {
             assert!(answer(status).is_unavailable(), "{status}");
             assert_eq!(answer(status).status, StatusCode::BAD_GATEWAY);
         }
-        for status in [400, 401, 403, 404, 429] {
+        for status in [400, 401, 403, 404] {
             assert!(!answer(status).is_unavailable(), "{status}");
         }
+        // Docker Hub's pull limit: served from the store like an outage.
+        assert!(answer(429).is_unavailable());
         let unreachable = ApiError::from(UpstreamError::Unreachable {
             host: "h".into(),
             detail: "refused".into(),

@@ -30,6 +30,7 @@ mod access_log;
 mod admin;
 mod api;
 mod app;
+mod backoff;
 mod body;
 mod cache;
 mod error;

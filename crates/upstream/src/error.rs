@@ -64,6 +64,13 @@ pub enum UpstreamError {
     )]
     AuthRequired { host: String },
 
+    #[error(
+        "upstream {host} refused the token that {realm} issued without credentials: outpost does \
+         not send {host}'s credentials to a token realm on another domain; serve the realm from \
+         the registry's own domain, or reach the registry without a token service"
+    )]
+    AnonymousTokenRefused { host: String, realm: String },
+
     #[error("upstream {host} asked for authentication outpost cannot answer: {challenge:?}")]
     UnsupportedChallenge { host: String, challenge: String },
 
@@ -94,6 +101,7 @@ impl UpstreamError {
             | UpstreamError::InvalidCa { host, .. }
             | UpstreamError::CredentialsRejected { host, .. }
             | UpstreamError::AuthRequired { host }
+            | UpstreamError::AnonymousTokenRefused { host, .. }
             | UpstreamError::UnsupportedChallenge { host, .. }
             | UpstreamError::TokenFetch { host, .. }
             | UpstreamError::Redirect { host, .. }

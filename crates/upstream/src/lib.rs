@@ -211,7 +211,7 @@ impl Upstream {
                     );
                     if let Sent::Bearer(rejected) = &sent {
                         if refreshed {
-                            return Err(rejected_error(target));
+                            return Err(token_rejected(target, realm));
                         }
                         self.inner.tokens.invalidate(&key, rejected).await;
                         refreshed = true;
@@ -472,6 +472,25 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// A query value percent-encoded (everything but unreserved characters).
 pub fn encode_query_value(value: &str) -> String {
     utf8_percent_encode(value, QUERY_VALUE).to_string()
+}
+
+/// The upstream refused a token twice: the stored credentials were wrong when they went to the
+/// realm; when they did not (a realm on another domain), say so instead of blaming them.
+fn token_rejected(target: &Target, realm: &str) -> UpstreamError {
+    let realm_host = realm
+        .parse::<Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    match &target.credentials {
+        Some(_) if !may_send_credentials(&target.host, &realm_host) => {
+            UpstreamError::AnonymousTokenRefused {
+                host: target.host.clone(),
+                realm: realm_for_display(realm),
+            }
+        }
+        _ => rejected_error(target),
+    }
 }
 
 fn rejected_error(target: &Target) -> UpstreamError {
