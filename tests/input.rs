@@ -163,3 +163,89 @@ async fn a_429_serves_the_store_and_the_upstream_is_left_alone_until_retry_after
     assert!(fresh.header("warning").is_none());
     assert_eq!(fake.requests_matching("HEAD", "/manifests/v1").len(), 1);
 }
+
+/// A blob of unknown size (chunked, no `Content-Length`) that outgrows `cache.maxSize` is
+/// stopped while it downloads: nothing stored, the client's body ends in an error, and the
+/// upstream is not read much past the limit. (An endless body from a broken or hostile
+/// upstream no longer fills the disk.)
+#[tokio::test]
+async fn a_download_of_unknown_size_stops_at_the_size_limit_and_stores_nothing() {
+    let fake = FakeRegistry::start().await;
+    let digest = fake.add_large_blob("p/quay.io/big/blob", 64 << 20, 9);
+    fake.chunked_blobs(true);
+    let limit = 16u64 << 20;
+    let config = Config {
+        cache: config::CacheConfig {
+            max_size: Some(limit),
+            ..Config::default().cache
+        },
+        ..external_config(&fake.host(), "p", None)
+    };
+    let outpost = Outpost::start(config).await;
+    let url = outpost.url(&format!("/v2/quay.io/big/blob/blobs/{digest}"));
+    let pulled = Client::new().stream(&url, &[]).await;
+    assert_eq!(pulled.status, StatusCode::OK);
+    assert!(
+        pulled.headers.get("content-length").is_none(),
+        "the size was unknown"
+    );
+    let error = pulled
+        .body
+        .expect_err("a body past the limit ended cleanly");
+    assert!(!error.is_empty());
+    // Stopped at the limit: the upstream sent that, plus what the sockets buffer, not the blob.
+    let sent = fake.blob_bytes_sent();
+    assert!(sent < 2 * limit, "the upstream sent {sent} bytes of 64 MiB");
+    assert_eq!(outpost.stored_blobs(), 0, "something was stored");
+
+    // A blob of known size over the limit is passed through unstored, whole and verified.
+    fake.chunked_blobs(false);
+    let pulled = Client::new().stream(&url, &[]).await;
+    assert_eq!(pulled.status, StatusCode::OK);
+    let (got, len) = pulled.body.expect("the whole blob");
+    assert_eq!((got, len), (digest.clone(), 64 << 20));
+    assert_eq!(
+        outpost.stored_blobs(),
+        0,
+        "a blob over cache.maxSize was stored"
+    );
+}
+
+/// `cache.minFree` keeps free space on the data dir's file system: with a reserve larger than
+/// what is free, nothing more is stored, and pulls still work (passed through).
+#[tokio::test]
+async fn with_no_room_left_pulls_pass_through_unstored() {
+    let fake = FakeRegistry::start().await;
+    let image = fake.push_seeded("p/quay.io/app/x", Some("v1"), 6, &[300_000]);
+    let config = Config {
+        cache: config::CacheConfig {
+            min_free: config::Reserve::Percent(100),
+            ..Config::default().cache
+        },
+        ..external_config(&fake.host(), "p", None)
+    };
+    let outpost = Outpost::start(config).await;
+    let client = Client::new();
+    let manifest = client
+        .get(&outpost.url("/v2/quay.io/app/x/manifests/v1"))
+        .await;
+    assert_eq!(manifest.status, StatusCode::OK, "{:?}", manifest.body);
+    assert_eq!(manifest.digest(), image.digest);
+    for (digest, bytes) in image.blobs() {
+        let blob = client
+            .stream(
+                &outpost.url(&format!("/v2/quay.io/app/x/blobs/{digest}")),
+                &[],
+            )
+            .await;
+        assert_eq!(blob.status, StatusCode::OK);
+        assert_eq!(blob.body.unwrap(), (digest.clone(), bytes.len() as u64));
+    }
+    assert_eq!(outpost.stored_blobs(), 0, "stored into the reserve");
+    // Nothing was kept: with the upstream gone, the manifest is not there.
+    fake.stop().await;
+    let gone = client
+        .get(&outpost.url("/v2/quay.io/app/x/manifests/v1"))
+        .await;
+    assert_ne!(gone.status, StatusCode::OK);
+}

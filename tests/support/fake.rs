@@ -186,6 +186,8 @@ struct State {
     token_fetches: AtomicUsize,
     /// Tokens are issued but never accepted (a registry that wants another kind of token).
     refuse_tokens: AtomicBool,
+    /// Blob bodies are sent chunked, without a `Content-Length`.
+    chunked_blobs: AtomicBool,
     realm_host: Mutex<Option<String>>,
     log: Mutex<Vec<RecordedRequest>>,
     blob_bytes_sent: Arc<AtomicU64>,
@@ -215,6 +217,7 @@ impl State {
             tokens_issued: AtomicU64::new(0),
             token_fetches: AtomicUsize::new(0),
             refuse_tokens: AtomicBool::new(false),
+            chunked_blobs: AtomicBool::new(false),
             realm_host: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             blob_bytes_sent: Arc::new(AtomicU64::new(0)),
@@ -559,6 +562,12 @@ impl FakeRegistry {
     /// Every token issued so far stops being accepted (the next request gets a 401).
     pub fn invalidate_tokens(&self) {
         lock(&self.state().issued_tokens).clear();
+    }
+
+    /// Sends blob bodies without a `Content-Length` (chunked), so their size is unknown until
+    /// they end.
+    pub fn chunked_blobs(&self, chunked: bool) {
+        self.state().chunked_blobs.store(chunked, Ordering::SeqCst);
     }
 
     /// Keeps issuing tokens but refuses every one of them on `/v2/` (as a registry does whose
@@ -1147,7 +1156,9 @@ fn serve_blob(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if !(state.chunked_blobs.load(Ordering::SeqCst) && status == StatusCode::OK) {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         "docker-content-digest",

@@ -38,6 +38,25 @@ impl Outpost {
 
     /// The value of the unlabelled sample `name` (e.g. `outpost_fills_in_flight`) on outpost's
     /// `/metrics`; panics when there is no such sample.
+    /// Blob files in the store's `blobs/` tree now (the store's documented on-disk layout).
+    pub fn stored_blobs(&self) -> usize {
+        let blobs = self.data_dir.path().join("blobs");
+        let mut count = 0;
+        for algorithm in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            for prefix in std::fs::read_dir(algorithm.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                count += std::fs::read_dir(prefix.path())
+                    .into_iter()
+                    .flatten()
+                    .count();
+            }
+        }
+        count
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let url = self.url("/metrics");
         let reply = Client::new().get(&url).await;

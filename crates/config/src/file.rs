@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::values::{
-    ByteSize, CaCertificates, Domain, HumanDuration, ImageText, ListenAddr, Pattern,
+    ByteSize, CaCertificates, Domain, HumanDuration, ImageText, ListenAddr, MinFree, Pattern,
     PemCertificates, RefPrefix, RegistryHost,
 };
 
@@ -67,6 +67,7 @@ pub struct CacheSection {
     pub max_size: Option<ByteSize>,
     pub tag_ttl: Option<HumanDuration>,
     pub fill_timeout: Option<HumanDuration>,
+    pub min_free: Option<MinFree>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

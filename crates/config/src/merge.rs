@@ -34,7 +34,7 @@ macro_rules! leaf {
 }
 
 use super::values::{
-    ByteSize, CaCertificates, Domain, HumanDuration, ImageText, ListenAddr, Pattern,
+    ByteSize, CaCertificates, Domain, HumanDuration, ImageText, ListenAddr, MinFree, Pattern,
     PemCertificates, RegistryHost,
 };
 use std::path::PathBuf;
@@ -45,6 +45,7 @@ leaf!(
     PathBuf,
     RawSecret,
     ByteSize,
+    MinFree,
     HumanDuration,
     ListenAddr,
     RegistryHost,
@@ -88,7 +89,8 @@ section!(LocalRegistrySection { enabled });
 section!(CacheSection {
     max_size,
     tag_ttl,
-    fill_timeout
+    fill_timeout,
+    min_free
 });
 section!(TlsSection { cert, key });
 section!(UpstreamSection {

@@ -53,6 +53,31 @@ pub struct CacheConfig {
     pub tag_ttl: Duration,
     /// `cache.fillTimeout`: the longest one upstream download may take.
     pub fill_timeout: Duration,
+    /// `cache.minFree`: space the store leaves free on the data dir's file system.
+    pub min_free: Reserve,
+}
+
+/// Space left free on the data dir's file system (`cache.minFree`): a download into the store
+/// stops, and a manifest is passed through unstored, rather than eat into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// A size, e.g. `2GiB`.
+    Bytes(u64),
+    /// A share of the file system, e.g. `10%`.
+    Percent(u8),
+    /// The default: 5 % of the file system, at most 1 GiB.
+    Default,
+}
+
+impl Reserve {
+    /// The reserve in bytes on a file system of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            Reserve::Bytes(bytes) => bytes,
+            Reserve::Percent(percent) => total / 100 * u64::from(percent),
+            Reserve::Default => (total / 20).min(1 << 30),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +139,7 @@ impl Default for Config {
                 max_size: None,
                 tag_ttl: Duration::from_secs(300),
                 fill_timeout: Duration::from_secs(3600),
+                min_free: Reserve::Default,
             },
             infrastructure_images: Vec::new(),
             tls: None,

@@ -136,6 +136,9 @@ pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, Conf
             if let Some(timeout) = cache.fill_timeout {
                 config.cache.fill_timeout = timeout.0;
             }
+            if let Some(reserve) = cache.min_free {
+                config.cache.min_free = reserve.0;
+            }
         }
         if let Some(up) = &o.upstream {
             if let Some(t) = up.connect_timeout {

@@ -226,6 +226,30 @@ impl FromStr for ByteSize {
 }
 deserialize_from_str!(ByteSize, "a size, e.g. `50GiB`");
 
+/// `cache.minFree`: a size (`2GiB`) or a share of the file system (`10%`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinFree(pub crate::model::Reserve);
+
+impl FromStr for MinFree {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if let Some(percent) = t.strip_suffix('%') {
+            return match percent.trim().parse::<u8>() {
+                Ok(p) if p <= 100 => Ok(MinFree(crate::model::Reserve::Percent(p))),
+                _ => Err(format!(
+                    "`{s}` is not a share of the file system; write a whole percentage from 0% to 100%, or a size such as `2GiB`"
+                )),
+            };
+        }
+        t.parse::<ByteSize>()
+            .map(|b| MinFree(crate::model::Reserve::Bytes(b.0)))
+            .map_err(|_| format!("`{s}` is not a size or a share; write e.g. `2GiB` or `5%`"))
+    }
+}
+deserialize_from_str!(MinFree, "a size such as `2GiB`, or a share such as `5%`");
+
 impl fmt::Display for ByteSize {
     /// IEC units, e.g. `1.5 GiB`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -492,6 +516,21 @@ mod tests {
         assert!(p("kairos/*")
             .unwrap_err()
             .contains("does not start with a registry host"));
+    }
+
+    #[test]
+    fn free_space_reserves() {
+        use crate::model::Reserve;
+        let r = |s: &str| s.parse::<MinFree>().map(|m| m.0);
+        assert_eq!(r("10%").unwrap(), Reserve::Percent(10));
+        assert_eq!(r("2GiB").unwrap(), Reserve::Bytes(2 << 30));
+        assert_eq!(r("0").unwrap(), Reserve::Bytes(0));
+        for bad in ["101%", "-5%", "x%", "lots"] {
+            assert!(r(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Reserve::Percent(10).bytes(1000), 100);
+        assert_eq!(Reserve::Default.bytes(10 << 30), 512 << 20, "5 %");
+        assert_eq!(Reserve::Default.bytes(100 << 30), 1 << 30, "at most 1 GiB");
     }
 
     #[test]

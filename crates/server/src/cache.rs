@@ -28,7 +28,7 @@ use upstream::Upstream;
 use crate::backoff::Backoff;
 use crate::body::{empty, Body};
 use crate::error::ApiError;
-use crate::fill::{self, FillJob, Fills, Started};
+use crate::fill::{self, FillJob, Fills, Room, Started};
 use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::origin;
@@ -172,8 +172,11 @@ impl Cache {
                     return Ok(response::mark(response::manifest(&manifest, head), "hit"));
                 }
                 let manifest = fetch().await?;
-                self.store_manifest(&repo, None, &manifest).await?;
-                return Ok(response::mark(response::manifest(&manifest, head), "miss"));
+                let stored = self.store_manifest(&repo, None, &manifest).await?;
+                return Ok(response::mark(
+                    response::manifest(&manifest, head),
+                    miss(stored),
+                ));
             }
             Reference::Tag(tag) => tag.as_str(),
         };
@@ -186,8 +189,11 @@ impl Cache {
         let stored = stored.filter(|m| accepts(&accept, &m.media_type));
         let Some((entry, stored)) = entry.zip(stored) else {
             let manifest = fetch().await?;
-            self.store_manifest(&repo, Some(tag), &manifest).await?;
-            return Ok(response::mark(response::manifest(&manifest, head), "miss"));
+            let stored = self.store_manifest(&repo, Some(tag), &manifest).await?;
+            return Ok(response::mark(
+                response::manifest(&manifest, head),
+                miss(stored),
+            ));
         };
         let age = self
             .now()
@@ -217,8 +223,11 @@ impl Cache {
         };
         match fetched {
             Ok(manifest) => {
-                self.store_manifest(&repo, Some(tag), &manifest).await?;
-                Ok(response::mark(response::manifest(&manifest, head), "miss"))
+                let stored = self.store_manifest(&repo, Some(tag), &manifest).await?;
+                Ok(response::mark(
+                    response::manifest(&manifest, head),
+                    miss(stored),
+                ))
             }
             Err(e) if e.is_unavailable() => Ok(response::stale(&stored, head, &e)),
             Err(e) => Err(e),
@@ -245,23 +254,31 @@ impl Cache {
         }))
     }
 
+    /// Stores a manifest (and its tag); `false` when it could not be stored (no room, or the
+    /// store failed: logged), so it is passed through: serving it matters more than keeping it.
     async fn store_manifest(
         &self,
         repo: &str,
         tag: Option<&str>,
         manifest: &Manifest,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
+        let size = Some(manifest.bytes.len() as u64);
+        if let Some(why) = self.room().refuses(size, &*self.store) {
+            tracing::warn!(digest = %manifest.digest, "manifest not stored, passed through: {why}");
+            return Ok(false);
+        }
         let m = manifest.clone();
-        self.store
-            .put(&m.digest, m.bytes, Some(m.media_type))
-            .await?;
+        if let Err(e) = self.store.put(&m.digest, m.bytes, Some(m.media_type)).await {
+            tracing::error!(digest = %manifest.digest, error = %e, "manifest not stored, passed through");
+            return Ok(false);
+        }
         if let Some(tag) = tag {
             self.store
                 .put_tag(repo, tag, &manifest.digest, self.now())
                 .await?;
         }
         self.store.note_repository(repo).await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn blob(
@@ -300,6 +317,11 @@ impl Cache {
             let size = match started? {
                 Started::Streaming(size) => size,
                 Started::Stored => continue, // stored meanwhile
+                Started::PassThrough => {
+                    let pass = origin::pass_blob(&self.upstream, target, digest, range, false);
+                    let response = self.ask(target, pass).await?;
+                    return Ok(response::mark(response, "pass-through"));
+                }
             };
             self.store.note_repository(&source.to_string()).await?;
             let range = match size {
@@ -331,6 +353,7 @@ impl Cache {
             target: target.clone(),
             digest: digest.clone(),
             timeout: self.config.cache.fill_timeout,
+            room: self.room(),
             on_commit: Box::new(move |store: Arc<dyn ContentStore>| {
                 if let Some(max) = max_size.filter(|max| store.usage().bytes > *max) {
                     tokio::spawn(async move {
@@ -344,6 +367,14 @@ impl Cache {
                     });
                 }
             }),
+        }
+    }
+
+    /// The room fills may use: `cache.maxSize` and `cache.minFree`.
+    fn room(&self) -> Room {
+        Room {
+            max_size: self.config.cache.max_size,
+            min_free: self.config.cache.min_free,
         }
     }
 
@@ -399,6 +430,15 @@ impl Cache {
             .headers_mut()
             .insert(header::WARNING, HeaderValue::from_static(STALE_WARNING));
         Ok(response::mark(response, "stale"))
+    }
+}
+
+/// The cache outcome of a manifest fetched upstream: stored, or passed through unstored.
+fn miss(stored: bool) -> &'static str {
+    if stored {
+        "miss"
+    } else {
+        "pass-through"
     }
 }
 

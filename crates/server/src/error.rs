@@ -124,6 +124,19 @@ impl ApiError {
         ))
     }
 
+    /// A blob of unknown size outgrew the room the store may use (`cache.maxSize`,
+    /// `cache.minFree`) while it was downloaded: stopped, nothing stored.
+    pub fn no_room(digest: &Digest, host: &str, why: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "UNKNOWN",
+            format!(
+                "the download of {digest} from upstream {host} was stopped: {why}; nothing was \
+                 stored (raise the limit, or free space on the data dir's file system)"
+            ),
+        )
+    }
+
     /// A fill's task ended without saying how (it panicked or was cancelled).
     pub fn download_vanished() -> ApiError {
         ApiError::bad_gateway("the blob download ended unexpectedly")

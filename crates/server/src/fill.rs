@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use config::{ByteSize, Reserve};
 use http_body_util::{BodyExt, StreamBody};
 use oci::{Digest, Target};
 use storage::{BlobRead, ContentStore, Follow, Ingesting};
@@ -43,6 +44,8 @@ pub enum FillState {
     Connecting,
     /// The blob turned out to be stored already: serve it from the store.
     Stored,
+    /// The blob is too large for the room the store may use: pass it through unstored.
+    PassThrough,
     /// Bytes arriving. `written` bytes can be read through `follow`.
     Streaming(Progress),
     /// Complete and verified (the commit may still be running): `progress.written` is the size.
@@ -65,6 +68,8 @@ pub enum Started {
     Streaming(Option<u64>),
     /// Serve the blob from the store.
     Stored,
+    /// Pass the blob through from the upstream, unstored (the fill logged why).
+    PassThrough,
 }
 
 /// The fills in flight, by digest.
@@ -76,6 +81,41 @@ pub struct Fills {
 /// Called with the store after a successful commit (e.g. to apply the size limit).
 pub type OnCommit = Box<dyn FnOnce(Arc<dyn ContentStore>) + Send>;
 
+/// How often (bytes received) a download of unknown size checks the free space.
+const CHECK_EVERY: u64 = 1 << 20;
+
+/// The room a fill may use in the store: `cache.maxSize` and `cache.minFree`.
+#[derive(Clone, Copy, Debug)]
+pub struct Room {
+    pub max_size: Option<u64>,
+    pub min_free: Reserve,
+}
+
+impl Room {
+    /// Why `size` more bytes (or, unknown, any more) do not fit now; `None` when they do.
+    pub fn refuses(&self, size: Option<u64>, store: &dyn ContentStore) -> Option<String> {
+        let incoming = size.unwrap_or(0);
+        if let Some(max) = self.max_size.filter(|max| incoming > *max) {
+            return Some(format!(
+                "it is {} bytes, more than cache.maxSize ({})",
+                incoming,
+                ByteSize(max)
+            ));
+        }
+        let space = store.space()?;
+        let reserve = self.min_free.bytes(space.total);
+        (space.available < reserve.saturating_add(incoming)).then(|| {
+            format!(
+                "{} bytes more would leave less than cache.minFree ({}) free on the data dir's \
+                 file system ({} available)",
+                incoming,
+                ByteSize(reserve),
+                ByteSize(space.available)
+            )
+        })
+    }
+}
+
 /// What a fill needs, owned, so it can outlive the request that started it.
 pub struct FillJob {
     pub upstream: Upstream,
@@ -83,6 +123,7 @@ pub struct FillJob {
     pub target: Target,
     pub digest: Digest,
     pub timeout: Duration,
+    pub room: Room,
     pub on_commit: OnCommit,
 }
 
@@ -143,7 +184,10 @@ impl Fills {
         match &*state {
             FillState::Streaming(p) => p.size,
             FillState::Verified(p) => Some(p.written),
-            FillState::Connecting | FillState::Stored | FillState::Failed(_) => None,
+            FillState::Connecting
+            | FillState::Stored
+            | FillState::PassThrough
+            | FillState::Failed(_) => None,
         }
     }
 
@@ -159,6 +203,11 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         return Ok(());
     }
     let (size, mut body) = origin::get_blob(&job.upstream, &job.target, &job.digest).await?;
+    if let Some(why) = size.and_then(|_| job.room.refuses(size, &*job.store)) {
+        tracing::warn!(digest = %job.digest, "not stored, passed through: {why}");
+        tx.send_replace(FillState::PassThrough);
+        return Ok(());
+    }
     let published = tx.clone();
     let progress = Box::new(move |written: u64| {
         published.send_modify(|state| {
@@ -183,11 +232,30 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
     }));
     let broken =
         |e: &dyn std::fmt::Display| ApiError::download_broken(&job.digest, &job.target.host, e);
+    let (mut received, mut checked) = (0u64, 0u64);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| broken(&e))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        // A size announced up front was checked above, and the store refuses more than it;
+        // an unknown one is checked as it grows: the size limit on every frame, the free space
+        // (a statvfs) every CHECK_EVERY bytes.
+        received += data.len() as u64;
+        if size.is_none() {
+            let mut outgrown = job
+                .room
+                .max_size
+                .filter(|max| received > *max)
+                .map(|max| format!("it outgrew cache.maxSize ({})", ByteSize(max)));
+            if outgrown.is_none() && received - checked >= CHECK_EVERY {
+                checked = received;
+                outgrown = job.room.refuses(None, &*job.store);
+            }
+            if let Some(why) = outgrown {
+                return Err(ApiError::no_room(&job.digest, &job.target.host, &why));
+            }
+        }
         if writer.write(data).await.is_err() {
             break; // the store's own error comes from verify, below
         }
@@ -224,6 +292,7 @@ pub async fn wait_started(rx: &mut watch::Receiver<FillState>) -> Result<Started
         match &*rx.borrow_and_update() {
             FillState::Connecting => {}
             FillState::Stored => return Ok(Started::Stored),
+            FillState::PassThrough => return Ok(Started::PassThrough),
             FillState::Streaming(p) => return Ok(Started::Streaming(p.size)),
             FillState::Verified(p) => return Ok(Started::Streaming(Some(p.written))),
             FillState::Failed(e) => return Err(e.clone()),
@@ -270,7 +339,9 @@ impl Follower {
             let (follow, deliverable, complete) = {
                 let state = self.rx.borrow_and_update();
                 match &*state {
-                    FillState::Connecting | FillState::Stored => (None, 0, false),
+                    FillState::Connecting | FillState::Stored | FillState::PassThrough => {
+                        (None, 0, false)
+                    }
                     FillState::Failed(e) => return Err(e.message.clone().into()),
                     FillState::Verified(p) => {
                         let end = self.end.unwrap_or(p.written).min(p.written);

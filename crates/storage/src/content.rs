@@ -59,6 +59,14 @@ pub trait VerifiedWrite: Send {
     ) -> BoxFuture<'static, Result<BlobInfo, StoreError>>;
 }
 
+/// Free and total bytes of the file system a store writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer may still use.
+    pub available: u64,
+    pub total: u64,
+}
+
 /// A write started by [`ContentStore::ingest`].
 pub struct Ingesting {
     pub writer: Box<dyn BlobWrite>,
@@ -141,6 +149,10 @@ pub trait ContentStore: Send + Sync + 'static {
 
     /// Space used by stored blobs now.
     fn usage(&self) -> Usage;
+
+    /// The free and total space where the store writes, when it has such a limit (a local file
+    /// system); `None` for a store without one.
+    fn space(&self) -> Option<Space>;
 
     /// Removes least recently used blobs (none that is being read or written) until at most
     /// `max_size` bytes are stored.

@@ -20,6 +20,7 @@ use futures_channel::{mpsc, oneshot};
 use oci::{Digest, MediaType};
 
 use crate::chunks::ChunkReader;
+use crate::content::Space;
 use crate::content::{
     BlobRead, BlobWrite, BoxFuture, ContentStore, Ingesting, Offload, OpenBlob, Progress,
     VerifiedWrite,
@@ -243,6 +244,14 @@ impl ContentStore for Embedded {
 
     fn usage(&self) -> Usage {
         self.store.usage()
+    }
+
+    fn space(&self) -> Option<Space> {
+        // statvfs(2) of the data dir: one system call, made inline.
+        let dir = self.store.dir();
+        let available = fs2::available_space(dir).ok()?;
+        let total = fs2::total_space(dir).ok()?;
+        Some(Space { available, total })
     }
 
     fn evict(&self, max_size: u64) -> BoxFuture<'_, Result<GcReport, StoreError>> {

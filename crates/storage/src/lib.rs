@@ -85,7 +85,7 @@ mod store;
 
 pub use content::{
     BlobRead, BlobWrite, BoxFuture, ContentStore, Follow, Ingesting, Offload, OpenBlob, Progress,
-    VerifiedWrite,
+    Space, VerifiedWrite,
 };
 pub use embedded::Embedded;
 pub use error::StoreError;

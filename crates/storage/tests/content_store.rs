@@ -74,6 +74,16 @@ fn write_blob(
     block_on(verified.commit(None))
 }
 
+/// A store that reports space reports a sane one (a store without such a limit says `None`).
+pub fn space_is_reported_as_the_file_system_has_it(store: Arc<dyn ContentStore>) {
+    if let Some(space) = store.space() {
+        assert!(
+            space.total > 0 && space.available <= space.total,
+            "{space:?}"
+        );
+    }
+}
+
 pub fn absent_blobs_are_none(store: Arc<dyn ContentStore>) {
     let d = digest(b"nothing");
     assert!(block_on(store.stat(&d)).unwrap().is_none());
@@ -272,6 +282,10 @@ macro_rules! content_store_suite {
                 check($make(dir.path()));
             }
 
+            #[test]
+            fn space_is_reported_as_the_file_system_has_it() {
+                run(super::space_is_reported_as_the_file_system_has_it)
+            }
             #[test]
             fn absent_blobs_are_none() {
                 run(super::absent_blobs_are_none)
