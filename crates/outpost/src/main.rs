@@ -11,7 +11,23 @@ mod compose_wiring;
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
+    raise_open_files_limit();
     cli::main()
+}
+
+/// Raises the soft limit on open files to the hard one: every connection and every blob being
+/// read or written is a file descriptor, and the server's own limits (connections, requests)
+/// are what should bound them, not a default soft limit of 1024.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
 }
 
 /// glibc gives every thread that allocates an arena of its own (up to eight per core) and keeps

@@ -204,8 +204,15 @@ pub async fn serve(listener: TcpListener, status: Arc<Status>, signal: watch::Re
     });
     let limits = Limits {
         max_connections: 64,
+        max_per_address: 16,
+        max_requests: 16,
+        first_bytes: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(10),
+        first_request: Duration::from_secs(10),
+        idle: Duration::from_secs(30),
         write_queue: None,
+        h2_streams: 4,
+        h2_send_buffer: 64 << 10,
         shutdown_grace: Duration::from_secs(5),
     };
     listen::serve(listener, None, limits, service, signal).await;

@@ -14,8 +14,8 @@
 //! - `error`: the one place where errors become OCI error codes and HTTP statuses.
 //! - `response`, `manifest`, `body`: the responses outpost sends.
 //!
-//! Around them: `serve` (the registry listener, startup, the tower stack), `listen` (the one
-//! accept loop), `admin` (`/metrics`, `/healthz`, `/readyz`), `access_log` (one line per
+//! Around them: `serve` (the registry listener, startup, the request service), `listen` (the one
+//! accept loop and every connection limit), `admin` (`/metrics`, `/healthz`, `/readyz`), `access_log` (one line per
 //! request), `metrics` (the Prometheus registry), `app` ([`App`], what every handler shares).
 //!
 //! Arrows: handlers (`api`) use the cache, origin and response modules; `cache`, `fill` and

@@ -1,7 +1,9 @@
-//! The registry listener: binding, startup, the tower stack, graceful shutdown.
+//! The registry listener: binding, startup, the service every request goes through, graceful
+//! shutdown.
 //!
-//! Connections are limited separately from requests: the accept loop ([`crate::listen`]) bounds
-//! open connections, a tower concurrency limit bounds requests in flight. One shutdown signal
+//! Connections are limited separately from requests, both in the accept loop
+//! ([`crate::listen`]): open connections (in all and per client address) and requests in flight
+//! (each until its response body has been sent). One shutdown signal
 //! (dropping [`Running`], or [`Running::stop`]) stops accepting and lets in-flight transfers
 //! finish within a grace period; the binary turns SIGINT/SIGTERM into it.
 //!
@@ -19,12 +21,9 @@ use std::time::{Duration, Instant};
 use config::{Config, TlsFiles};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceBuilder;
 
 use crate::access_log;
 use crate::admin::{self, Endpoint, Phase, Status};
@@ -35,11 +34,19 @@ use crate::listen::{self, Limits};
 use crate::metrics::{self, Metrics};
 
 /// Open connections at most; further ones wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 1024;
-/// Requests in flight at most, over all connections.
+const MAX_CONNECTIONS: usize = 4096;
+/// Open connections from one client address at most (a node's containerd needs a few dozen;
+/// a load test from one host a thousand).
+const MAX_PER_ADDRESS: usize = 1024;
+/// Requests in flight at most, over all connections, each until its body has been sent.
 const MAX_REQUESTS: usize = 512;
-/// How long a client may take to send its request headers (HTTP/1).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new connection may take to send its first bytes, and a request head.
+const FIRST_BYTES: Duration = Duration::from_secs(10);
+/// How long a connection may stay open without a request in flight.
+const IDLE: Duration = Duration::from_secs(60);
+/// HTTP/2 streams per connection, and bytes buffered per stream for sending.
+const H2_STREAMS: u32 = 32;
+const H2_SEND_BUFFER: usize = 64 << 10;
 /// How long in-flight transfers may run on after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How many bytes of a response hyper queues for a connection before it stops pulling the body
@@ -133,7 +140,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
         addr: listen,
         source,
     };
-    let listener = TcpListener::bind(listen).await.map_err(bound)?;
+    let listener = listen::bind(listen).map_err(bound)?;
     let addr = listener.local_addr().map_err(bound)?;
     let (admin_listener, admin_addr) = match parts.config.admin_listen {
         Some(admin) => {
@@ -141,7 +148,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
                 addr: admin,
                 source,
             };
-            let listener = TcpListener::bind(admin).await.map_err(bound)?;
+            let listener = listen::bind(admin).map_err(bound)?;
             let addr = listener.local_addr().map_err(bound)?;
             (Some(listener), Some(addr))
         }
@@ -160,11 +167,18 @@ pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
     };
     let limits = Limits {
         max_connections: MAX_CONNECTIONS,
-        header_read_timeout: HEADER_READ_TIMEOUT,
+        max_per_address: MAX_PER_ADDRESS,
+        max_requests: MAX_REQUESTS,
+        first_bytes: FIRST_BYTES,
+        header_read_timeout: FIRST_BYTES,
+        first_request: FIRST_BYTES,
+        idle: IDLE,
         write_queue: Some(WRITE_QUEUE),
+        h2_streams: H2_STREAMS,
+        h2_send_buffer: H2_SEND_BUFFER,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    let service = TowerToHyperService::new(service(front));
+    let service = service(front);
     let task = tokio::spawn(listen::serve(listener, tls, limits, service, signal));
     let opening = status.clone();
     tokio::spawn(async move {
@@ -237,47 +251,45 @@ struct Front {
     admin_here: bool,
 }
 
-/// The tower stack every request goes through, outermost first.
+/// What every request of the registry listener goes through, outermost first. Around it,
+/// [`crate::listen`] has applied the connection limits, the client's address, and the request
+/// slot (at most [`MAX_REQUESTS`] in flight, each held until its response body has been sent).
 fn service(
     front: Front,
-) -> impl tower::Service<
+) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
 > + Clone
-       + Send {
-    ServiceBuilder::new()
-        // Bound the requests in flight over all connections, so a burst queues instead of
-        // exhausting file descriptors and upstream connections. Outside the handler, inside the
-        // connection: a waiting request holds no upstream resources.
-        .concurrency_limit(MAX_REQUESTS)
-        // The handler: never fails (errors are OCI error responses); the access log line is
-        // written when the response body ends, so it knows the bytes sent. The admin endpoints
-        // (when served here) bypass the log and the request metrics: scrapes are not traffic.
-        // Registry requests that arrive while the store opens wait for it (up to a few seconds).
-        .service_fn(move |request: Request<Incoming>| {
-            let front = front.clone();
-            async move {
-                let started = Instant::now();
-                let method = request.method().clone();
-                let path = request.uri().path().to_owned();
-                let head = method == Method::HEAD;
-                if front.admin_here && (head || method == Method::GET) {
-                    if let Some(endpoint) = Endpoint::parse(&path) {
-                        return Ok(front.status.respond(endpoint, head));
-                    }
+       + Send
+       + Sync {
+    // The handler: never fails (errors are OCI error responses); the access log line is written
+    // when the response body ends, so it knows the bytes sent. The admin endpoints (when served
+    // here) bypass the log and the request metrics: scrapes are not traffic. Registry requests
+    // that arrive while the store opens wait for it (up to a few seconds).
+    hyper::service::service_fn(move |request: Request<Incoming>| {
+        let front = front.clone();
+        async move {
+            let started = Instant::now();
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let head = method == Method::HEAD;
+            if front.admin_here && (head || method == Method::GET) {
+                if let Some(endpoint) = Endpoint::parse(&path) {
+                    return Ok(front.status.respond(endpoint, head));
                 }
-                let app = match front.status.phase() {
-                    Phase::Ready(app) => Ok(app),
-                    _ => front.status.app(admin::STARTUP_WAIT).await,
-                };
-                let response = match app {
-                    Ok(app) => api::handle(app, request).await,
-                    Err(error) => error.into_response(head),
-                };
-                let metrics = front.status.metrics();
-                Ok::<_, Infallible>(access_log::wrap(response, method, path, started, metrics))
             }
-        })
+            let app = match front.status.phase() {
+                Phase::Ready(app) => Ok(app),
+                _ => front.status.app(admin::STARTUP_WAIT).await,
+            };
+            let response = match app {
+                Ok(app) => api::handle(app, request).await,
+                Err(error) => error.into_response(head),
+            };
+            let metrics = front.status.metrics();
+            Ok::<_, Infallible>(access_log::wrap(response, method, path, started, metrics))
+        }
+    })
 }
