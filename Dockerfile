@@ -4,7 +4,9 @@
 #   docker run -p 5000:5000 -v outpost-data:/var/lib/outpost \
 #     -v "$PWD/config.yaml:/etc/outpost/config.yaml:ro" outpost
 #
-# The image carries a minimal /etc/outpost/config.yaml (`outpost: {}`: the defaults); mount your own
+# The image carries a minimal /etc/outpost/config.yaml (`outpost: {}`: the defaults), with which
+# outpost refuses to serve 0.0.0.0: mount your own, with client authentication
+# (`outpost.auth.htpasswd` or `outpost.tls.clientCa`) or `outpost.auth.anonymous: true`; mount your own
 # (Palette user-data, OS-pack values, `outpost:` settings) over it.
 
 FROM rust:1-bookworm AS build

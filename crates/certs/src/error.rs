@@ -68,6 +68,18 @@ pub enum CertsError {
         source: rcgen::Error,
     },
 
+    #[error("invalid client name {name:?}: use letters, digits, `.`, `_` and `-` (it names the files NAME.pem and NAME-key.pem)")]
+    InvalidClientName { name: String },
+
+    #[error("no CA in {}: run `outpost certs generate --dir {}` first, then issue client certificates from its CA", dir.display(), dir.display())]
+    NoCa { dir: std::path::PathBuf },
+
+    #[error("{}: no CA certificate could be used to check clients: {detail}", path.display())]
+    ClientCa {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+
     #[error("cannot build the TLS server configuration: {0}")]
     ServerConfig(rustls::Error),
 }

@@ -177,6 +177,96 @@ pub fn generate(dir: &Path, sans: &[San], days: u32, force: bool) -> Result<Gene
     })
 }
 
+/// What [`generate_client`] wrote.
+#[derive(Clone, Debug)]
+pub struct GeneratedClient {
+    /// `DIR/NAME.pem`: the client certificate, then the CA certificate (a chain).
+    pub cert: PathBuf,
+    /// `DIR/NAME-key.pem`, mode 0600.
+    pub key: PathBuf,
+    pub name: String,
+    pub not_after: SystemTime,
+}
+
+/// Issues a client certificate `NAME` (for `outpost.tls.clientCa`, mutual TLS) from the CA that
+/// [`generate`] wrote into `dir`, valid for `days` (no longer than the CA). Existing files of
+/// that name are overwritten only with `force`.
+pub fn generate_client(
+    dir: &Path,
+    name: &str,
+    days: u32,
+    force: bool,
+) -> Result<GeneratedClient, CertsError> {
+    if days == 0 || days > MAX_DAYS {
+        return Err(CertsError::InvalidDays { days });
+    }
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid_name {
+        return Err(CertsError::InvalidClientName {
+            name: name.to_owned(),
+        });
+    }
+    let layout = Layout::new(dir);
+    if !(exists(&layout.ca_cert)? && exists(&layout.ca_key)?) {
+        return Err(CertsError::NoCa {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}-key.pem"));
+    if !force {
+        let existing: Vec<PathBuf> = [&cert_path, &key_path]
+            .into_iter()
+            .filter_map(|p| match exists(p) {
+                Ok(true) => Some(Ok(p.clone())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        if !existing.is_empty() {
+            return Err(CertsError::WouldOverwrite { files: existing });
+        }
+    }
+    let now = OffsetDateTime::now_utc();
+    let (ca, ca_key) = existing_ca(&layout, now)?;
+    let not_after = (now + time::Duration::days(i64::from(days))).min(ca.params().not_after);
+    let key = KeyPair::generate().map_err(|source| CertsError::Generate {
+        what: "client key",
+        source,
+    })?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "outpost");
+    dn.push(DnType::CommonName, name);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = not_after;
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .map_err(|source| CertsError::Generate {
+            what: "client certificate",
+            source,
+        })?;
+    write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+    let chain = format!("{}{}", cert.pem(), ca.pem());
+    write_file(&cert_path, chain.as_bytes(), 0o644)?;
+    Ok(GeneratedClient {
+        cert: cert_path,
+        key: key_path,
+        name: name.to_owned(),
+        not_after: not_after.into(),
+    })
+}
+
 fn exists(path: &Path) -> Result<bool, CertsError> {
     path.try_exists().map_err(|source| CertsError::Read {
         path: path.to_path_buf(),

@@ -29,7 +29,7 @@ mod reload;
 mod san;
 
 pub use error::CertsError;
-pub use generate::{generate, Generated, Layout};
+pub use generate::{generate, generate_client, Generated, GeneratedClient, Layout};
 pub use load::load_certified_key;
 pub use reload::ServerTls;
 pub use san::{default_sans, San};

@@ -40,6 +40,17 @@ pub struct ServerTls {
 impl ServerTls {
     /// Loads and checks the certificate chain and key; fails as [`load_certified_key`] does.
     pub fn new(cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Result<ServerTls, CertsError> {
+        ServerTls::with_client_ca(cert, key, None)
+    }
+
+    /// [`ServerTls::new`], and with `client_ca` every client must present a certificate that
+    /// CA (a PEM file of one or more CA certificates) signed: mutual TLS. A client without one,
+    /// or with one from another CA, fails the handshake.
+    pub fn with_client_ca(
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        client_ca: Option<&Path>,
+    ) -> Result<ServerTls, CertsError> {
         let cert_path = cert.into();
         let key_path = key.into();
         let stamps = Stamps::read_settled(&cert_path, &key_path);
@@ -47,11 +58,14 @@ impl ServerTls {
         let resolver = Arc::new(Resolver {
             current: RwLock::new(certified),
         });
-        let mut config = ServerConfig::builder_with_provider(crate::crypto_provider())
+        let builder = ServerConfig::builder_with_provider(crate::crypto_provider())
             .with_safe_default_protocol_versions()
-            .map_err(CertsError::ServerConfig)?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+            .map_err(CertsError::ServerConfig)?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
         Ok(ServerTls {
             cert_path,
@@ -111,6 +125,30 @@ impl ServerTls {
     pub fn key_path(&self) -> &Path {
         &self.key_path
     }
+}
+
+/// A verifier that accepts client certificates signed by the CAs in the PEM file `path`.
+fn client_verifier(
+    path: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, CertsError> {
+    let unusable = |detail: String| CertsError::ClientCa {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let pem = fs::read(path).map_err(|source| CertsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in crate::load::certificates(path, &pem)? {
+        roots.add(der).map_err(|e| unusable(e.to_string()))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        crate::crypto_provider(),
+    )
+    .build()
+    .map_err(|e| unusable(e.to_string()))
 }
 
 impl fmt::Debug for ServerTls {

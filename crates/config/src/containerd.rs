@@ -49,7 +49,10 @@ pub enum ContainerdError {
     #[error("--ca {} was given but the endpoint {endpoint} is plain HTTP: use an https:// --endpoint (outpost serving TLS), or leave out --ca", ca.display())]
     CaWithoutTls { ca: PathBuf, endpoint: Endpoint },
 
-    #[error("the CA file {}: {source}; give the ca.pem that `outpost certs generate` wrote", path.display())]
+    #[error("--client-cert {} was given but the endpoint {endpoint} is plain HTTP: mutual TLS needs an https:// --endpoint", cert.display())]
+    ClientWithoutTls { cert: PathBuf, endpoint: Endpoint },
+
+    #[error("the file {}: {source}; give a file that `outpost certs generate` wrote", path.display())]
     Ca {
         path: PathBuf,
         source: std::io::Error,
@@ -151,6 +154,8 @@ pub struct Settings {
     pub ca: Option<String>,
     /// Write the real upstream as `server` so containerd falls back to it when outpost fails.
     pub fallback: bool,
+    /// Absolute paths of the client certificate and key containerd presents (mutual TLS).
+    pub client: Option<(String, String)>,
 }
 
 /// One file to write: `DIR/<directory>/hosts.toml`.
@@ -190,6 +195,14 @@ pub fn render(registry: Option<&Registry>, settings: &Settings) -> String {
         let _ = writeln!(out, "{indent}capabilities = [\"pull\", \"resolve\"]");
         if let Some(ca) = &settings.ca {
             let _ = writeln!(out, "{indent}ca = {}", toml_string(ca));
+        }
+        if let Some((cert, key)) = &settings.client {
+            let _ = writeln!(
+                out,
+                "{indent}client = [[{}, {}]]",
+                toml_string(cert),
+                toml_string(key)
+            );
         }
     };
     if settings.fallback {
@@ -238,6 +251,7 @@ pub fn settings(
     config: &Config,
     endpoint: Option<&str>,
     ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
     no_fallback: bool,
 ) -> Result<Settings, ContainerdError> {
     let endpoint = match endpoint {
@@ -259,33 +273,40 @@ pub fn settings(
             .filter(|p| p.is_file()),
         None => None,
     };
-    let ca = match ca_file {
-        Some(path) => {
-            // containerd resolves a relative `ca` against the host directory, not our cwd.
-            let absolute = std::path::absolute(&path).map_err(|source| ContainerdError::Ca {
-                path: path.clone(),
-                source,
-            })?;
-            std::fs::metadata(&absolute).map_err(|source| ContainerdError::Ca {
-                path: absolute.clone(),
-                source,
-            })?;
-            Some(
-                absolute
-                    .to_str()
-                    .ok_or_else(|| ContainerdError::NonUtf8Path {
-                        path: absolute.clone(),
-                    })?
-                    .to_owned(),
-            )
+    let ca = ca_file.as_deref().map(existing_absolute).transpose()?;
+    let client = match client {
+        Some((cert, _)) if !endpoint.is_https() => {
+            return Err(ContainerdError::ClientWithoutTls {
+                cert: cert.to_path_buf(),
+                endpoint,
+            })
         }
+        Some((cert, key)) => Some((existing_absolute(cert)?, existing_absolute(key)?)),
         None => None,
     };
     Ok(Settings {
         endpoint,
         ca,
+        client,
         fallback: !no_fallback,
     })
+}
+
+/// An existing file's absolute path as UTF-8: containerd resolves a relative path against the
+/// host directory, not our working directory.
+fn existing_absolute(path: &Path) -> Result<String, ContainerdError> {
+    let absolute = std::path::absolute(path).map_err(|source| ContainerdError::Ca {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    std::fs::metadata(&absolute).map_err(|source| ContainerdError::Ca {
+        path: absolute.clone(),
+        source,
+    })?;
+    absolute
+        .to_str()
+        .map(str::to_owned)
+        .ok_or(ContainerdError::NonUtf8Path { path: absolute })
 }
 
 /// Writes every file of `plan` under `out`, replacing existing `hosts.toml` files (each through
@@ -324,6 +345,7 @@ mod tests {
             endpoint: Endpoint::parse("https://127.0.0.1:5000").unwrap(),
             ca: ca.map(str::to_owned),
             fallback,
+            client: None,
         }
     }
 
@@ -394,6 +416,7 @@ ca = "/tls/ca.pem"
             endpoint: Endpoint::parse("http://[::1]:5000").unwrap(),
             ca: None,
             fallback: false,
+            client: None,
         };
         assert_eq!(
             render(None, &plain),
@@ -405,6 +428,28 @@ capabilities = ["pull", "resolve"]
 [host."http://[::1]:5000"]
   capabilities = ["pull", "resolve"]
 "#
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_goes_into_every_host_block() {
+        let settings = Settings {
+            client: Some(("/tls/node.pem".into(), "/tls/node-key.pem".into())),
+            ..https(Some("/tls/ca.pem"), false)
+        };
+        let text = render(Some(&registry("quay.io")), &settings);
+        let parsed: toml::Table = text.parse().unwrap();
+        let expected = toml::Value::Array(vec![toml::Value::Array(vec![
+            "/tls/node.pem".into(),
+            "/tls/node-key.pem".into(),
+        ])]);
+        assert_eq!(
+            parsed["host"]["https://127.0.0.1:5000"]["client"], expected,
+            "{text}"
+        );
+        assert_eq!(
+            parsed["client"], expected,
+            "the no-fallback server block: {text}"
         );
     }
 
@@ -484,7 +529,7 @@ capabilities = ["pull", "resolve"]
             listen: "0.0.0.0:5000".parse().unwrap(),
             ..Config::default()
         };
-        let s = settings(&config, None, None, false).unwrap();
+        let s = settings(&config, None, None, None, false).unwrap();
         assert_eq!(s.endpoint.to_string(), "http://127.0.0.1:5000");
         assert_eq!(s.ca, None);
 
@@ -495,7 +540,7 @@ capabilities = ["pull", "resolve"]
             cert: dir.path().join("server.pem"),
             key: dir.path().join("server-key.pem"),
         });
-        let s = settings(&config, None, None, true).unwrap();
+        let s = settings(&config, None, None, None, true).unwrap();
         assert_eq!(s.endpoint.to_string(), "https://[::1]:5443");
         assert_eq!(
             s.ca.as_deref(),
@@ -510,6 +555,7 @@ capabilities = ["pull", "resolve"]
             &Config::default(),
             Some("http://127.0.0.1:5000"),
             Some(Path::new("/tls/ca.pem")),
+            None,
             false,
         )
         .unwrap_err();
@@ -524,6 +570,7 @@ capabilities = ["pull", "resolve"]
             &Config::default(),
             Some("https://127.0.0.1:5000"),
             Some(Path::new("/nonexistent/ca.pem")),
+            None,
             false,
         )
         .unwrap_err();

@@ -53,6 +53,7 @@ pub struct OutpostSection {
     pub tls: Option<TlsSection>,
     pub upstream: Option<UpstreamSection>,
     pub admin: Option<AdminSection>,
+    pub auth: Option<AuthSection>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -75,6 +76,14 @@ pub struct CacheSection {
 pub struct TlsSection {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthSection {
+    pub htpasswd: Option<PathBuf>,
+    pub anonymous: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -83,7 +83,8 @@ section!(OutpostSection {
     infrastructure_images,
     tls,
     upstream,
-    admin
+    admin,
+    auth
 });
 section!(LocalRegistrySection { enabled });
 section!(CacheSection {
@@ -92,7 +93,15 @@ section!(CacheSection {
     fill_timeout,
     min_free
 });
-section!(TlsSection { cert, key });
+section!(TlsSection {
+    cert,
+    key,
+    client_ca
+});
+section!(AuthSection {
+    htpasswd,
+    anonymous
+});
 section!(UpstreamSection {
     connect_timeout,
     response_timeout

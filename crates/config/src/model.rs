@@ -94,6 +94,24 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Who may pull: the client authentication of the registry listener.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ClientAuth {
+    /// `outpost.tls.clientCa`: clients must present a certificate this CA signed (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// `outpost.auth.htpasswd`: clients must send Basic credentials of this file (bcrypt).
+    pub htpasswd: Option<PathBuf>,
+    /// `outpost.auth.anonymous`: serve a non-loopback address with neither of the above.
+    pub anonymous: bool,
+}
+
+impl ClientAuth {
+    /// Whether a client must authenticate at all.
+    pub fn required(&self) -> bool {
+        self.client_ca.is_some() || self.htpasswd.is_some()
+    }
+}
+
 /// The site-wide TLS settings for every upstream (`stylus.site`).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Site {
@@ -115,6 +133,8 @@ pub struct Config {
     /// streamed but never stored. Defaults to the provider image's repository.
     pub infrastructure_images: Vec<RepoPattern>,
     pub tls: Option<TlsFiles>,
+    /// Who may pull (mutual TLS, htpasswd).
+    pub client_auth: ClientAuth,
     pub upstream: UpstreamTimeouts,
     /// `stylus.registryCredentials`: the single external registry, when set.
     pub registry_credentials: Option<ExternalRegistry>,
@@ -143,6 +163,7 @@ impl Default for Config {
             },
             infrastructure_images: Vec::new(),
             tls: None,
+            client_auth: ClientAuth::default(),
             upstream: UpstreamTimeouts {
                 connect: Duration::from_secs(10),
                 response_header: Duration::from_secs(60),
@@ -177,6 +198,23 @@ impl Config {
             .iter()
             .chain(self.registry_credentials.iter())
             .find(|r| r.host == *host)
+    }
+
+    /// Why serving this configuration would expose the stored credentials and the store to
+    /// anyone who reaches the port: a listen address beyond this machine with no client
+    /// authentication and no explicit `outpost.auth.anonymous: true`. `None` when it is fine.
+    pub fn exposure_problem(&self) -> Option<String> {
+        let ip = self.listen.ip();
+        if ip.is_loopback() || self.client_auth.required() || self.client_auth.anonymous {
+            return None;
+        }
+        Some(format!(
+            "outpost would listen on {} (beyond this machine) with no client authentication: \
+             anyone who reaches the port could pull through the stored credentials and read \
+             the store. Set `outpost.tls.clientCa` (mutual TLS) or `outpost.auth.htpasswd`, or \
+             say `outpost.auth.anonymous: true` to serve everyone on purpose",
+            self.listen
+        ))
     }
 
     /// Whether `source` is an infrastructure image (`outpost.infrastructureImages`): streamed,

@@ -124,3 +124,60 @@ fn generate_rejects_a_bad_name() {
     assert!(stderr.contains("\"not a host\""), "{stderr}");
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn generate_client_issues_a_client_certificate_from_the_existing_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tls");
+    let dir_s = dir.to_str().unwrap();
+    // No CA yet: refused, saying what to run first.
+    let out = outpost(&["certs", "generate", "--dir", dir_s, "--client", "node-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("certs generate --dir"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert!(outpost(&["certs", "generate", "--dir", dir_s])
+        .status
+        .success());
+    let ca_before = std::fs::read(dir.join("ca.pem")).unwrap();
+    let out = outpost(&["certs", "generate", "--dir", dir_s, "--client", "node-1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("--client-cert"), "{stdout}");
+    assert!(
+        stdout.contains("node-1.pem") && stdout.contains("node-1-key.pem"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("ca.pem")).unwrap(),
+        ca_before,
+        "the CA was replaced"
+    );
+    #[cfg(unix)]
+    assert_eq!(mode(&dir.join("node-1-key.pem")), 0o600);
+    // The certificate is signed by the CA and is for client authentication.
+    let chain = std::fs::read(dir.join("node-1.pem")).unwrap();
+    let pem = text(&chain);
+    assert_eq!(
+        pem.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "certificate and CA"
+    );
+    let der = x509_parser::pem::parse_x509_pem(&chain).unwrap().1.contents;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let usage = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(usage.client_auth && !usage.server_auth);
+    assert!(cert.subject().to_string().contains("node-1"));
+    // Not again without --force; a name that is not a file name is refused.
+    let again = outpost(&["certs", "generate", "--dir", dir_s, "--client", "node-1"]);
+    assert_eq!(again.status.code(), Some(1));
+    let bad = outpost(&["certs", "generate", "--dir", dir_s, "--client", "../x"]);
+    assert!(
+        text(&bad.stderr).contains("invalid client name"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

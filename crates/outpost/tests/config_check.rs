@@ -319,3 +319,73 @@ fn check_applies_the_same_name_rules_as_the_server() {
         "{sources:?}"
     );
 }
+
+/// A listen address beyond this machine needs client authentication, or an explicit
+/// `outpost.auth.anonymous: true`: `check` and `serve` refuse it otherwise (exit 2), naming the
+/// keys; `check` says who may pull.
+#[test]
+fn an_unprotected_listen_address_beyond_loopback_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = write(
+        dir.path(),
+        "open.yaml",
+        "outpost:\n  listen: 0.0.0.0:5000\n",
+    );
+    let data = dir.path().join("data");
+    for command in ["check", "serve"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+        cmd.args([command, "--config"]).arg(&open);
+        if command == "serve" {
+            cmd.arg("--data-dir").arg(&data);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        for key in [
+            "outpost.tls.clientCa",
+            "outpost.auth.htpasswd",
+            "outpost.auth.anonymous",
+        ] {
+            assert!(stderr.contains(key), "{command}: {stderr}");
+        }
+        assert!(!data.exists(), "serve opened a store");
+    }
+    // Said on purpose: accepted, and `check` says who may pull.
+    let anonymous = write(
+        dir.path(),
+        "anonymous.yaml",
+        "outpost:\n  listen: 0.0.0.0:5000\n  auth:\n    anonymous: true\n",
+    );
+    let out = check(&[&anonymous], false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("CLIENTS: anyone who reaches 0.0.0.0:5000"));
+    let htpasswd = write(dir.path(), "htpasswd", "edge:$2y$05$abc\n");
+    let protected = write(
+        dir.path(),
+        "protected.yaml",
+        &format!(
+            "outpost:\n  listen: 0.0.0.0:5000\n  auth:\n    htpasswd: {}\n",
+            htpasswd.display()
+        ),
+    );
+    let out = check(&[&protected], false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("CLIENTS: must present a user of"),
+        "{}",
+        text(&out.stdout)
+    );
+    // mutual TLS without TLS is a mistake to point out.
+    let no_tls = write(
+        dir.path(),
+        "no-tls.yaml",
+        "outpost:\n  tls:\n    clientCa: /etc/outpost/ca.pem\n",
+    );
+    let out = check(&[&no_tls], false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("outpost.tls.cert"),
+        "{}",
+        text(&out.stderr)
+    );
+}

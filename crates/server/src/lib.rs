@@ -14,7 +14,7 @@
 //! - `error`: the one place where errors become OCI error codes and HTTP statuses.
 //! - `response`, `manifest`, `body`: the responses outpost sends.
 //!
-//! Around them: `serve` (the registry listener, startup, the request service), `listen` (the one
+//! Around them: `auth` (who may pull: htpasswd; mutual TLS is the handshake's), `serve` (the registry listener, startup, the request service), `listen` (the one
 //! accept loop and every connection limit), `admin` (`/metrics`, `/healthz`, `/readyz`), `access_log` (one line per
 //! request), `metrics` (the Prometheus registry), `app` ([`App`], what every handler shares).
 //!
@@ -30,6 +30,7 @@ mod access_log;
 mod admin;
 mod api;
 mod app;
+mod auth;
 mod backoff;
 mod body;
 mod cache;

@@ -29,8 +29,9 @@ use crate::access_log;
 use crate::admin::{self, Endpoint, Phase, Status};
 use crate::api;
 use crate::app::{AppError, Parts};
+use crate::auth::{Authenticator, Htpasswd};
 use crate::body::Body;
-use crate::listen::{self, Limits};
+use crate::listen::{self, Limits, Peer};
 use crate::metrics::{self, Metrics};
 
 /// Open connections at most; further ones wait in the kernel's accept queue.
@@ -70,6 +71,11 @@ pub enum ServeError {
     Tls(#[from] certs::CertsError),
     #[error(transparent)]
     App(#[from] AppError),
+    #[error(transparent)]
+    Htpasswd(#[from] crate::auth::HtpasswdError),
+    /// A listen address beyond this machine with no client authentication.
+    #[error("{0}")]
+    Exposed(String),
     /// The store could not be opened: the reason.
     #[error("{0}")]
     NotReady(String),
@@ -133,6 +139,24 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(Status::new(metrics.clone()));
+    if let Some(problem) = config.exposure_problem() {
+        metrics::config_refused(&problem);
+        return Err(ServeError::Exposed(problem));
+    }
+    let auth = match &config.client_auth.htpasswd {
+        Some(path) => {
+            let htpasswd = Htpasswd::load(path)?;
+            tracing::info!(file = %path.display(), users = htpasswd.users(), "clients log in with Basic credentials (outpost.auth.htpasswd)");
+            Some(Arc::new(Authenticator::new(htpasswd)))
+        }
+        None => None,
+    };
+    if let Some(ca) = &config.client_auth.client_ca {
+        tracing::info!(ca = %ca.display(), "clients present a certificate of this CA (outpost.tls.clientCa)");
+    }
+    if config.client_auth.anonymous && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "every client that reaches this address may pull through the stored credentials and read the store (outpost.auth.anonymous: true)");
+    }
     let parts = Parts::new(config, metrics.clone())
         .inspect_err(|e| metrics::config_refused(&e.to_string()))?;
     let listen = parts.config.listen;
@@ -156,7 +180,10 @@ pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
     };
     let (shutdown, signal) = watch::channel(false);
     let tls = match &parts.config.tls {
-        Some(files) => Some(tls_acceptor(files, signal.clone())?),
+        Some(files) => {
+            let client_ca = parts.config.client_auth.client_ca.as_deref();
+            Some(tls_acceptor(files, client_ca, signal.clone())?)
+        }
         None => None,
     };
     let admin_task =
@@ -164,6 +191,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
     let front = Front {
         status: status.clone(),
         admin_here: admin_addr.is_none(),
+        auth,
     };
     let limits = Limits {
         max_connections: MAX_CONNECTIONS,
@@ -208,9 +236,10 @@ const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// (new handshakes get the new certificate; open connections are untouched).
 fn tls_acceptor(
     files: &TlsFiles,
+    client_ca: Option<&std::path::Path>,
     mut signal: watch::Receiver<bool>,
 ) -> Result<TlsAcceptor, ServeError> {
-    let tls = certs::ServerTls::new(&files.cert, &files.key)?;
+    let tls = certs::ServerTls::with_client_ca(&files.cert, &files.key, client_ca)?;
     let acceptor = TlsAcceptor::from(tls.server_config());
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -249,6 +278,8 @@ fn tls_acceptor(
 struct Front {
     status: Arc<Status>,
     admin_here: bool,
+    /// `outpost.auth.htpasswd`, when set.
+    auth: Option<Arc<Authenticator>>,
 }
 
 /// What every request of the registry listener goes through, outermost first. Around it,
@@ -264,10 +295,12 @@ fn service(
 > + Clone
        + Send
        + Sync {
-    // The handler: never fails (errors are OCI error responses); the access log line is written
-    // when the response body ends, so it knows the bytes sent. The admin endpoints (when served
-    // here) bypass the log and the request metrics: scrapes are not traffic. Registry requests
-    // that arrive while the store opens wait for it (up to a few seconds).
+    // Client authentication first (mutual TLS was checked by the handshake): nothing, not even
+    // the admin endpoints, is answered to a client that did not log in; a refusal is logged.
+    // Then the handler: never fails (errors are OCI error responses); the access log line is
+    // written when the response body ends, so it knows the bytes sent. The admin endpoints (when
+    // served here) bypass the log and the request metrics: scrapes are not traffic. Registry
+    // requests that arrive while the store opens wait for it (up to a few seconds).
     hyper::service::service_fn(move |request: Request<Incoming>| {
         let front = front.clone();
         async move {
@@ -275,6 +308,17 @@ fn service(
             let method = request.method().clone();
             let path = request.uri().path().to_owned();
             let head = method == Method::HEAD;
+            if let Some(auth) = &front.auth {
+                let client = request
+                    .extensions()
+                    .get::<Peer>()
+                    .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.0.ip());
+                if let Err(error) = auth.check(request.headers(), client).await {
+                    let metrics = front.status.metrics();
+                    let response = error.into_response(head);
+                    return Ok(access_log::wrap(response, method, path, started, metrics));
+                }
+            }
             if front.admin_here && (head || method == Method::GET) {
                 if let Some(endpoint) = Endpoint::parse(&path) {
                     return Ok(front.status.respond(endpoint, head));

@@ -11,7 +11,9 @@ use super::Failure;
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Write a CA (ca.pem, ca-key.pem) and a server certificate signed by it (server.pem, server-key.pem).
+    /// Write a CA (ca.pem, ca-key.pem) and a server certificate signed by it (server.pem,
+    /// server-key.pem); with --client NAME, a client certificate of that CA (NAME.pem,
+    /// NAME-key.pem) for mutual TLS (`outpost.tls.clientCa`).
     Generate(CertsGenerateArgs),
 }
 
@@ -30,9 +32,19 @@ pub struct CertsGenerateArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+    /// Issue a client certificate NAME.pem / NAME-key.pem from the CA already in --dir
+    /// (for `outpost.tls.clientCa`), instead of a CA and a server certificate.
+    #[arg(long, value_name = "NAME", conflicts_with = "sans")]
+    pub client: Option<String>,
 }
 
 pub fn run(args: CertsGenerateArgs) -> Result<(), Failure> {
+    if let Some(name) = &args.client {
+        let client = certs::generate_client(&args.dir, name, args.days, args.force)
+            .map_err(|e| Failure::Other(e.into()))?;
+        print!("{}", client_report(&client));
+        return Ok(());
+    }
     let sans = args
         .sans
         .iter()
@@ -43,6 +55,36 @@ pub fn run(args: CertsGenerateArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Other(e.into()))?;
     print!("{}", report(&generated));
     Ok(())
+}
+
+/// What `--client` wrote and how a client uses it.
+fn client_report(client: &certs::GeneratedClient) -> String {
+    let abs = |p: &Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let (cert, key) = (abs(&client.cert), abs(&client.key));
+    let until = humantime::format_rfc3339_seconds(client.not_after);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "Wrote the client certificate {:?}, valid until {until}:",
+        client.name
+    );
+    let _ = writeln!(text, "  {cert}  (certificate and CA)");
+    let _ = writeln!(text, "  {key}  (private key, mode 0600)");
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "outpost admits it with `outpost.tls.clientCa` set to the ca.pem of this directory."
+    );
+    let _ = writeln!(
+        text,
+        "containerd presents it with: outpost containerd-config --client-cert {cert} --client-key {key} ..."
+    );
+    text
 }
 
 /// What was written (paths, names, expiry) and the next steps.

@@ -21,13 +21,22 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
+    if let Some(problem) = loaded.config.exposure_problem() {
+        return Err(Failure::Config(problem));
+    }
     let rows = config::routing_table(&loaded.config);
     let text = if args.json {
         let json = serde_json::to_string_pretty(&rows)
             .map_err(|e| Failure::other(format_args!("cannot print the table as JSON: {e}")))?;
         json + "\n"
     } else {
-        config::render_text(&rows)
+        let mut text = config::render_text(&rows);
+        // Who may pull, when it is more than this machine (the default says nothing).
+        let config = &loaded.config;
+        if config.client_auth.required() || !config.listen.ip().is_loopback() {
+            text.push_str(&format!("\nCLIENTS: {}\n", clients(config)));
+        }
+        text
     };
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -39,5 +48,28 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
             "cannot write the routing table to stdout: {e}"
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Who may pull, as `check` says it after the table.
+fn clients(config: &config::Config) -> String {
+    let auth = &config.client_auth;
+    let mut ways = Vec::new();
+    if let Some(ca) = &auth.client_ca {
+        ways.push(format!(
+            "a certificate of the CA {} (mutual TLS)",
+            ca.display()
+        ));
+    }
+    if let Some(file) = &auth.htpasswd {
+        ways.push(format!("a user of {} (Basic)", file.display()));
+    }
+    match (ways.is_empty(), config.listen.ip().is_loopback()) {
+        (false, _) => format!("must present {}", ways.join(" and ")),
+        (true, true) => format!("anyone on this machine ({} is loopback)", config.listen),
+        (true, false) => format!(
+            "anyone who reaches {} (outpost.auth.anonymous: true)",
+            config.listen
+        ),
     }
 }

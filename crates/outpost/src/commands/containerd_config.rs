@@ -25,6 +25,13 @@ pub struct ContainerdConfigArgs {
     /// Leave out the real upstream as `server`, so containerd never falls back to it (air-gapped nodes).
     #[arg(long)]
     pub no_fallback: bool,
+    /// The client certificate containerd presents (mutual TLS, `outpost.tls.clientCa`), e.g.
+    /// the NAME.pem of `outpost certs generate --client NAME`.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 pub fn run(args: ContainerdConfigArgs) -> Result<(), Failure> {
@@ -33,10 +40,15 @@ pub fn run(args: ContainerdConfigArgs) -> Result<(), Failure> {
         eprintln!("warning: {warning}");
     }
     let config = &loaded.config;
+    let client = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        _ => None,
+    };
     let settings = containerd::settings(
         config,
         args.endpoint.as_deref(),
         args.ca.as_deref(),
+        client,
         args.no_fallback,
     )
     .map_err(Failure::other)?;
@@ -99,6 +111,7 @@ mod tests {
         let settings = containerd::settings(
             &config::Config::default(),
             Some("https://127.0.0.1:5000"),
+            None,
             None,
             false,
         )

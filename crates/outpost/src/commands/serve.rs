@@ -58,6 +58,10 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
+    if let Some(problem) = config.exposure_problem() {
+        server::config_refused(&problem);
+        return Err(Failure::Config(problem));
+    }
     runtime()?.block_on(async move {
         let running = server::start_listening(config)
             .await
