@@ -249,3 +249,53 @@ async fn with_no_room_left_pulls_pass_through_unstored() {
         .await;
     assert_ne!(gone.status, StatusCode::OK);
 }
+
+/// A client cannot make outpost connect to a host the configuration does not name: a
+/// host-in-path or `?ns=` registry outside `upstream.allowedHosts` is refused before any
+/// connection (so outpost is no port scanner of the node's networks).
+#[tokio::test]
+async fn registries_outside_the_allowed_hosts_are_refused_before_any_connection() {
+    let fake = FakeRegistry::start().await;
+    let image = fake.push_seeded("team/app", Some("v1"), 7, &[1000]);
+    let host = fake.host();
+    for local_registry in [true, false] {
+        let outpost = Outpost::start(Config {
+            local_registry,
+            ..Config::default()
+        })
+        .await;
+        let client = Client::new();
+        for path in [
+            format!("/v2/{host}/team/app/manifests/v1"),
+            format!("/v2/team/app/manifests/v1?ns={host}"),
+            format!("/v2/{host}/team/app/tags/list"),
+            format!("/v2/{host}/team/app/blobs/{}", image.digest),
+        ] {
+            let reply = client.get(&outpost.url(&path)).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::FORBIDDEN,
+                "{path}: {:?}",
+                reply.body
+            );
+            assert_eq!(reply.error_code(), "DENIED");
+            assert!(reply.error_message().contains("allowedHosts"), "{path}");
+        }
+        assert!(
+            fake.requests().is_empty(),
+            "outpost connected: {:#?}",
+            fake.requests()
+        );
+    }
+    // Allowed by the operator: served.
+    let outpost = Outpost::start(Config {
+        allowed_hosts: Some(vec!["127.0.0.1".parse().unwrap()]),
+        ..Config::default()
+    })
+    .await;
+    let reply = Client::new()
+        .get(&outpost.url(&format!("/v2/{host}/team/app/manifests/v1")))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.digest(), image.digest);
+}

@@ -291,7 +291,12 @@ async fn through_a_running_server_which_stores_the_content() {
     let fake = FakeRegistry::start().await;
     let host = fake.host();
     let image = push(&fake, "apps/web", "1", 9, 2);
-    let outpost = Outpost::start(Config::default()).await;
+    // The server fetches from the fake's host because its operator allowed it.
+    let outpost = Outpost::start(Config {
+        allowed_hosts: Some(vec![host.parse().unwrap()]),
+        ..Config::default()
+    })
+    .await;
     let names = [format!("{host}/apps/web:1")];
 
     // Without --server, the locked data dir is explained, with the way out.

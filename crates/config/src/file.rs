@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::values::{
-    ByteSize, CaCertificates, Domain, HumanDuration, ImageText, ListenAddr, MinFree, Pattern,
-    PemCertificates, RefPrefix, RegistryHost,
+    ByteSize, CaCertificates, Domain, HostRuleText, HumanDuration, ImageText, ListenAddr, MinFree,
+    Pattern, PemCertificates, RefPrefix, RegistryHost,
 };
 
 /// A password as written in a file. `Debug` prints `****`.
@@ -91,6 +91,7 @@ pub struct AuthSection {
 pub struct UpstreamSection {
     pub connect_timeout: Option<HumanDuration>,
     pub response_timeout: Option<HumanDuration>,
+    pub allowed_hosts: Option<Vec<HostRuleText>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -34,8 +34,8 @@ macro_rules! leaf {
 }
 
 use super::values::{
-    ByteSize, CaCertificates, Domain, HumanDuration, ImageText, ListenAddr, MinFree, Pattern,
-    PemCertificates, RegistryHost,
+    ByteSize, CaCertificates, Domain, HostRuleText, HumanDuration, ImageText, ListenAddr, MinFree,
+    Pattern, PemCertificates, RegistryHost,
 };
 use std::path::PathBuf;
 
@@ -54,6 +54,7 @@ leaf!(
     PemCertificates,
     CaCertificates,
     Vec<Pattern>,
+    Vec<HostRuleText>,
     Vec<RegistrySection>,
 );
 
@@ -104,7 +105,8 @@ section!(AuthSection {
 });
 section!(UpstreamSection {
     connect_timeout,
-    response_timeout
+    response_timeout,
+    allowed_hosts
 });
 section!(AdminSection { listen });
 section!(StylusSection {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use oci::{Credentials, ImageRef, Prefix, Registry, RepoPattern, Source};
+use oci::{Credentials, HostRule, ImageRef, Prefix, Registry, RepoPattern, Source};
 
 /// One registry outpost may fetch from in place of the source registry
 /// (`stylus.registryCredentials`, or an entry of `stylus.externalRegistries.registries`).
@@ -94,6 +94,23 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The registries users pull public images from: the hosts outpost may fetch from, besides
+/// those the configuration names, when `outpost.upstream.allowedHosts` is not set.
+pub const PUBLIC_REGISTRIES: &[&str] = &[
+    "registry-1.docker.io",
+    "quay.io",
+    "ghcr.io",
+    "gcr.io",
+    ".gcr.io",
+    ".pkg.dev",
+    "registry.k8s.io",
+    "public.ecr.aws",
+    "mcr.microsoft.com",
+    "registry.gitlab.com",
+    "nvcr.io",
+    "docker.elastic.co",
+];
+
 /// Who may pull: the client authentication of the registry listener.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ClientAuth {
@@ -136,6 +153,9 @@ pub struct Config {
     /// Who may pull (mutual TLS, htpasswd).
     pub client_auth: ClientAuth,
     pub upstream: UpstreamTimeouts,
+    /// `outpost.upstream.allowedHosts`: the hosts outpost may fetch from besides those the
+    /// configuration names; `None`: [`PUBLIC_REGISTRIES`].
+    pub allowed_hosts: Option<Vec<HostRule>>,
     /// `stylus.registryCredentials`: the single external registry, when set.
     pub registry_credentials: Option<ExternalRegistry>,
     /// `stylus.externalRegistries.registries`.
@@ -168,6 +188,7 @@ impl Default for Config {
                 connect: Duration::from_secs(10),
                 response_header: Duration::from_secs(60),
             },
+            allowed_hosts: None,
             registry_credentials: None,
             external_registries: Vec::new(),
             mapping_rules: Vec::new(),
@@ -200,6 +221,51 @@ impl Config {
             .find(|r| r.host == *host)
     }
 
+    /// Whether outpost may connect to the upstream `host` (`host[:port]`): a registry the
+    /// configuration names (external registries, mapping-rule targets, the provider and the
+    /// default registry, infrastructure images), or one of `upstream.allowedHosts` (by default
+    /// [`PUBLIC_REGISTRIES`]). Anything else a client names in a path or `?ns=` is refused before
+    /// a connection is made, so outpost cannot be made to probe the node's networks.
+    pub fn allows_upstream(&self, host: &str) -> bool {
+        let named = |registry: &Registry| registry.api_host().eq_ignore_ascii_case(host);
+        let configured = self
+            .registry_credentials
+            .iter()
+            .chain(&self.external_registries)
+            .map(|r| &r.host)
+            .chain(self.mapping_rules.iter().map(|r| &r.target.registry))
+            .chain(self.provider.registry.iter())
+            .chain(std::iter::once(&self.default_registry))
+            .chain(
+                self.infrastructure_images
+                    .iter()
+                    .map(|p| &p.prefix().registry),
+            )
+            .any(named);
+        if configured {
+            return true;
+        }
+        match &self.allowed_hosts {
+            Some(rules) => rules.iter().any(|rule| rule.matches(host)),
+            None => PUBLIC_REGISTRIES
+                .iter()
+                .filter_map(|rule| rule.parse::<HostRule>().ok())
+                .any(|rule| rule.matches(host)),
+        }
+    }
+
+    /// `Err` (what to say) when outpost may not connect to `host` ([`Config::allows_upstream`]).
+    pub fn check_upstream(&self, host: &str) -> Result<(), String> {
+        if self.allows_upstream(host) {
+            return Ok(());
+        }
+        Err(format!(
+            "outpost does not fetch from {host}: it is neither a registry of the configuration \
+             nor in `outpost.upstream.allowedHosts`; add it there (or configure the registry) if \
+             it should be reached"
+        ))
+    }
+
     /// Why serving this configuration would expose the stored credentials and the store to
     /// anyone who reaches the port: a listen address beyond this machine with no client
     /// authentication and no explicit `outpost.auth.anonymous: true`. `None` when it is fine.
@@ -221,5 +287,56 @@ impl Config {
     /// never stored. The one place that decides it.
     pub fn is_infrastructure(&self, source: &Source) -> bool {
         self.infrastructure_images.iter().any(|p| p.matches(source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_the_configuration_names_or_allows() {
+        let mut config = Config::default();
+        for public in [
+            "registry-1.docker.io",
+            "quay.io",
+            "us.gcr.io",
+            "europe-docker.pkg.dev",
+        ] {
+            assert!(config.allows_upstream(public), "{public}");
+        }
+        for other in [
+            "127.0.0.1:22",
+            "10.0.0.5:5000",
+            "localhost:6379",
+            "gcr.io.evil.example",
+        ] {
+            assert!(!config.allows_upstream(other), "{other}");
+            assert!(config
+                .check_upstream(other)
+                .unwrap_err()
+                .contains("allowedHosts"));
+        }
+        config.external_registries.push(ExternalRegistry {
+            host: Registry::parse("10.10.254.254:8000").unwrap(),
+            prefix: String::new(),
+            credentials: None,
+            certificates: Vec::new(),
+            insecure: true,
+        });
+        config.default_registry = Registry::parse("registry.local:5000").unwrap();
+        assert!(config.allows_upstream("10.10.254.254:8000"));
+        assert!(config.allows_upstream("registry.local:5000"));
+        assert!(!config.allows_upstream("registry.local:5001"));
+        config.allowed_hosts = Some(vec!["10.0.0.0/8".parse().unwrap()]);
+        assert!(config.allows_upstream("10.0.0.5:5000"));
+        assert!(
+            !config.allows_upstream("quay.io"),
+            "the list replaces the public registries"
+        );
+        assert!(
+            config.allows_upstream("10.10.254.254:8000"),
+            "configured ones stay"
+        );
     }
 }

@@ -147,6 +147,9 @@ pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, Conf
             if let Some(t) = up.response_timeout {
                 config.upstream.response_header = t.0;
             }
+            if let Some(rules) = &up.allowed_hosts {
+                config.allowed_hosts = Some(rules.iter().map(|r| r.0.clone()).collect());
+            }
         }
         config.admin_listen = o.admin.as_ref().and_then(|a| a.listen).map(|l| l.0);
         if let Some(tls) = &o.tls {

@@ -226,6 +226,24 @@ impl FromStr for ByteSize {
 }
 deserialize_from_str!(ByteSize, "a size, e.g. `50GiB`");
 
+/// One entry of `upstream.allowedHosts` ([`oci::HostRule`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRuleText(pub oci::HostRule);
+
+impl FromStr for HostRuleText {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map(HostRuleText)
+            .map_err(|e: oci::HostRuleError| e.to_string())
+    }
+}
+deserialize_from_str!(
+    HostRuleText,
+    "a host rule such as `quay.io`, `.example.com` or `10.0.0.0/8`"
+);
+
 /// `cache.minFree`: a size (`2GiB`) or a share of the file system (`10%`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MinFree(pub crate::model::Reserve);

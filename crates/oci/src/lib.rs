@@ -6,6 +6,8 @@
 //! - `name.rs`: the name grammar, once: [`Registry`] hosts, [`Repository`] names, [`Tag`]s,
 //!   [`Reference`]s, [`Source`] (a repository on a registry) and Docker's name rules
 //!   ([`looks_like_host`], `library/`, the Docker Hub host aliases), [`is_loopback`].
+//! - `host_rule.rs`: [`HostRule`], one entry of a host list (host, `host:port`, `.domain`,
+//!   CIDR, `*`).
 //! - `image.rs`: [`ImageRef`], an image reference as operators write it.
 //! - `pattern.rs`: [`Prefix`] (`host[/path]`) and [`RepoPattern`] (infrastructure images).
 //! - `manifest.rs`: [`MediaType`] (safe as a header), media type constants, [`Descriptor`],
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod digest;
+mod host_rule;
 mod image;
 mod manifest;
 mod name;
@@ -30,6 +33,7 @@ mod server_url;
 mod target;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use host_rule::{HostRule, HostRuleError};
 pub use image::{ImageRef, ImageRefError};
 pub use manifest::{
     is_index_type, manifest_media_type, Descriptor, ManifestContent, ManifestError, MediaType,

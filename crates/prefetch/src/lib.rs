@@ -13,6 +13,10 @@
 //! linux/arm64, those of them the index has) are fetched with their blobs; the index itself is
 //! stored as it is, so its digest holds, and other platforms are fetched on demand later.
 //!
+//! In-process, every registry an image names is reachable (the operator named it; the
+//! `outpost.upstream.allowedHosts` of a server guards against its clients). Through a running
+//! outpost, that server's rules apply.
+//!
 //! Blobs already in the store are not downloaded again, so a rerun after an interruption fetches
 //! only what is missing. Infrastructure images are fetched and verified but not stored, as when
 //! serving; the report says so.
@@ -307,6 +311,9 @@ async fn puller(mut config: Config, options: &Options) -> Result<Puller, Prefetc
             "http"
         };
         let server_url = format!("{scheme}://{}", config.listen);
+        // The operator named these images: their registries are reachable, whatever
+        // `upstream.allowedHosts` keeps clients of a server from naming.
+        config.allowed_hosts = Some(vec![oci::HostRule::Any]);
         return match server::App::open(config).await {
             Ok(app) => Ok(Puller::Local(Arc::new(app))),
             Err(server::AppError::Store(storage::StoreError::Locked { .. })) => {

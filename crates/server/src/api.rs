@@ -62,6 +62,13 @@ async fn dispatch(
         (Some(source), Some(target)) => (source, target),
         _ => return repository_free(app, route).await,
     };
+    // Without a store, every request goes upstream: refuse a host outpost may not reach first.
+    // (With one, the cache checks before it connects, and stored content is served whatever.)
+    if app.cache.is_none() {
+        app.config
+            .check_upstream(&target.host)
+            .map_err(ApiError::upstream_not_allowed)?;
+    }
     match &route.operation {
         Operation::Manifest { reference, .. } => {
             manifest(app, source, target, reference, headers, route.head).await
@@ -230,7 +237,11 @@ async fn referrers(
     artifact_type: Option<&str>,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let referrers = origin::fetch_referrers(&app.upstream, target, digest, artifact_type).await?;
+    let fetch = origin::fetch_referrers(&app.upstream, target, digest, artifact_type);
+    let referrers = match &app.cache {
+        Some(cache) => cache.ask(target, fetch).await?,
+        None => fetch.await?,
+    };
     let length = HeaderValue::from(referrers.bytes.len());
     let mut response = Response::new(if head { empty() } else { full(referrers.bytes) });
     let headers = response.headers_mut();

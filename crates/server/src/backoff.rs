@@ -47,7 +47,7 @@ impl Backoff {
 
     /// Remembers the `Retry-After` of an upstream that is unavailable (`429`, `503`).
     pub fn note(&self, target: &Target, error: &ApiError) {
-        if !error.is_unavailable() {
+        if !error.is_unavailable() || error.not_asked {
             return;
         }
         let Some(wait) = error

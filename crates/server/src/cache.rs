@@ -119,13 +119,16 @@ impl Cache {
         self.epoch + self.started.elapsed()
     }
 
-    /// Asks the upstream of `target` (`request`), unless it asked to wait; remembers when it
-    /// asks to.
+    /// Asks the upstream of `target` (`request`), unless the configuration does not allow it
+    /// ([`config::Config::check_upstream`]) or it asked to wait; remembers when it asks to.
     pub async fn ask<T>(
         &self,
         target: &Target,
         request: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
+        self.config
+            .check_upstream(&target.host)
+            .map_err(ApiError::upstream_not_allowed)?;
         self.backoff.check(target)?;
         let result = request.await;
         if let Err(error) = &result {
@@ -308,6 +311,9 @@ impl Cache {
                 let response = self.ask(target, pass).await?;
                 return Ok(response::mark(response, "miss"));
             }
+            self.config
+                .check_upstream(&target.host)
+                .map_err(ApiError::upstream_not_allowed)?;
             self.backoff.check(target)?;
             let mut rx = self.fills.join(self.fill_job(target, digest));
             let started = fill::wait_started(&mut rx).await;

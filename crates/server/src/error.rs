@@ -30,6 +30,9 @@ pub struct ApiError {
     pub detail: Option<Box<serde_json::Value>>,
     /// Headers that go with the error: `Retry-After` for 429, `Content-Range` for 416.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The configuration does not let outpost ask this upstream: what is stored is served as
+    /// when it is unavailable.
+    pub not_asked: bool,
 }
 
 /// What was asked of an upstream, to pick the OCI code of its 404.
@@ -49,6 +52,7 @@ impl ApiError {
             message: message.into(),
             detail: None,
             headers: Vec::new(),
+            not_asked: false,
         }
     }
 
@@ -58,12 +62,13 @@ impl ApiError {
     }
 
     /// The upstream could not be asked or could not answer: unreachable, timed out, TLS or
-    /// protocol failure, a 5xx answer, or `429 Too Many Requests` (Docker Hub's pull limit). The
+    /// protocol failure, a 5xx answer, `429 Too Many Requests` (Docker Hub's pull limit), or one
+    /// the configuration does not let outpost ask (`upstream.allowedHosts`). The
     /// one test of stale-if-error: in these cases a stored manifest, the locally known tags (and,
     /// once stored, referrers) are served instead. Authentication failures and other 4xx answers
     /// are not: the upstream answered.
     pub fn is_unavailable(&self) -> bool {
-        self.code == UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS
+        self.code == UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS || self.not_asked
     }
 
     /// The upstream asked to be left alone (`Retry-After`) and `remaining` is left of that: the
@@ -122,6 +127,15 @@ impl ApiError {
         ApiError::bad_gateway(format!(
             "upstream {host} sent a blob that failed verification: {why}; nothing was stored"
         ))
+    }
+
+    /// A client named an upstream outpost may not connect to. Stored content of it is still
+    /// served (see [`ApiError::is_unavailable`]).
+    pub fn upstream_not_allowed(why: String) -> ApiError {
+        ApiError {
+            not_asked: true,
+            ..ApiError::new(StatusCode::FORBIDDEN, "DENIED", why)
+        }
     }
 
     /// A blob of unknown size outgrew the room the store may use (`cache.maxSize`,
