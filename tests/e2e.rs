@@ -726,6 +726,7 @@ fn containerd_over_https_with_generated_certs() {
         OutpostOptions {
             tls: Some((certs.path().join("server.pem"), certs.path().join("server-key.pem"))),
             data_dir: None,
+            client: None,
         },
     );
     assert!(outpost.url().starts_with("https://"));
@@ -792,5 +793,122 @@ fn containerd_over_https_with_generated_certs() {
     assert!(
         log.contains("/v2/library/alpine/manifests/3"),
         "outpost did not serve containerd's request: {log}"
+    );
+}
+
+/// Who may pull, with real clients: containerd presents the client certificate that
+/// `outpost certs generate --client` issued and `containerd-config --client-cert` wrote into
+/// hosts.toml (mutual TLS), curl without it is refused; skopeo logs in with `--src-creds`
+/// against an htpasswd file, and without it gets nothing.
+#[test]
+fn clients_authenticate_with_client_certificates_and_htpasswd() {
+    let upstream = Registry::start(RegistryOptions::default());
+    let image = Image::build(&ImageSpec::small(91));
+    upstream.push(&image, "spectro-images/quay.io/kairos/core", "v1");
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path().to_string_lossy().into_owned();
+    outpost_ok(&["certs", "generate", "--dir", &dir, "--san", "127.0.0.1"]);
+    outpost_ok(&["certs", "generate", "--dir", &dir, "--client", "node-1"]);
+    let ca = certs.path().join("ca.pem");
+    let external = format!(
+        "stylus:\n  registryCredentials:\n    domain: {}/spectro-images\n    insecure: true\n",
+        upstream.host()
+    );
+
+    // Mutual TLS.
+    let outpost = Outpost::start_with(
+        &format!(
+            "outpost:\n  tls:\n    clientCa: {}\n{external}",
+            ca.display()
+        ),
+        OutpostOptions {
+            tls: Some((
+                certs.path().join("server.pem"),
+                certs.path().join("server-key.pem"),
+            )),
+            client: Some((
+                certs.path().join("node-1.pem"),
+                certs.path().join("node-1-key.pem"),
+            )),
+            data_dir: None,
+        },
+    );
+    let containerd = Containerd::start();
+    let hosts = tempfile::tempdir().unwrap();
+    let config = outpost.config_path().to_string_lossy().into_owned();
+    let hosts_arg = hosts.path().to_string_lossy().into_owned();
+    let endpoint = outpost.url();
+    let ca_arg = ca.to_string_lossy().into_owned();
+    let client_cert = certs
+        .path()
+        .join("node-1.pem")
+        .to_string_lossy()
+        .into_owned();
+    let client_key = certs
+        .path()
+        .join("node-1-key.pem")
+        .to_string_lossy()
+        .into_owned();
+    outpost_ok(&[
+        "containerd-config",
+        "--config",
+        &config,
+        "--out",
+        &hosts_arg,
+        "--endpoint",
+        &endpoint,
+        "--ca",
+        &ca_arg,
+        "--client-cert",
+        &client_cert,
+        "--client-key",
+        &client_key,
+        "--no-fallback",
+    ]);
+    containerd.pull_ok(hosts.path(), "quay.io/kairos/core:v1", None);
+    assert_eq!(
+        &containerd.image_digest("quay.io/kairos/core:v1"),
+        image.digest()
+    );
+    let refused = std::process::Command::new("curl")
+        .args(["-sS", "--cacert", &ca_arg, &format!("{endpoint}/v2/")])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "curl without a client certificate was served: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    drop(outpost);
+
+    // htpasswd, plain HTTP on loopback.
+    let htpasswd = certs.path().join("htpasswd");
+    let hash = bcrypt::hash("node-secret", 5).unwrap();
+    std::fs::write(&htpasswd, format!("node:{hash}\n")).unwrap();
+    let outpost = Outpost::start(&format!(
+        "outpost:\n  auth:\n    htpasswd: {}\n{external}",
+        htpasswd.display()
+    ));
+    let source = format!("{}/quay.io/kairos/core:v1", outpost.host());
+    let pulled = skopeo_pull(
+        &source,
+        &SkopeoSource {
+            creds: Some(("node".to_owned(), "node-secret".to_owned())),
+            insecure: true,
+            ..SkopeoSource::default()
+        },
+    );
+    assert_eq!(&pulled.top, image.digest());
+    let anonymous = skopeo_copy(
+        &source,
+        &SkopeoSource {
+            insecure: true,
+            ..SkopeoSource::default()
+        },
+    );
+    let error = anonymous.err().expect("skopeo without credentials pulled");
+    assert!(
+        error.contains("401") || error.to_lowercase().contains("unauthorized"),
+        "{error}"
     );
 }

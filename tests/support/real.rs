@@ -118,7 +118,16 @@ fn wait_until(
 
 /// The HTTP status of `GET url` (certificates not verified), or `None` when nothing answers.
 fn probe_status(url: &str) -> Option<u16> {
-    let out = run(Tool::Curl.command().args([
+    probe_status_as(url, None)
+}
+
+/// Like [`probe_status`], presenting a client certificate and key when given.
+fn probe_status_as(url: &str, client: Option<&(PathBuf, PathBuf)>) -> Option<u16> {
+    let mut cmd = Tool::Curl.command();
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = run(cmd.args([
         "-s",
         "-k",
         "--max-time",
@@ -449,6 +458,8 @@ pub struct OutpostOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// A data dir to use instead of a fresh one (to restart on the same store).
     pub data_dir: Option<PathBuf>,
+    /// A client certificate and key the readiness probe presents (when `tls.clientCa` is set).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running `outpost serve` on 127.0.0.1.
@@ -502,8 +513,12 @@ impl Outpost {
             "http"
         };
         let url = format!("{scheme}://127.0.0.1:{port}/v2/");
+        // 401: up, and asking for the credentials an htpasswd file requires.
         wait_until(&mut process, &stderr, Duration::from_secs(30), || {
-            probe_status(&url) == Some(200)
+            matches!(
+                probe_status_as(&url, options.client.as_ref()),
+                Some(200 | 401)
+            )
         });
         Outpost {
             dir,

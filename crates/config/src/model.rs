@@ -266,10 +266,18 @@ impl Config {
         ))
     }
 
-    /// Why serving this configuration would expose the stored credentials and the store to
-    /// anyone who reaches the port: a listen address beyond this machine with no client
-    /// authentication and no explicit `outpost.auth.anonymous: true`. `None` when it is fine.
-    pub fn exposure_problem(&self) -> Option<String> {
+    /// Why this configuration cannot be served as it stands (checked once the command line has
+    /// been applied): mutual TLS without TLS, or a listen address beyond this machine with no
+    /// client authentication and no explicit `outpost.auth.anonymous: true` (which would expose
+    /// the stored credentials and the store to anyone who reaches the port). `None` when fine.
+    pub fn serving_problem(&self) -> Option<String> {
+        if self.client_auth.client_ca.is_some() && self.tls.is_none() {
+            return Some(
+                "`outpost.tls.clientCa` asks for mutual TLS, but outpost does not serve TLS: set \
+                 `outpost.tls.cert` and `outpost.tls.key` (or --tls-cert and --tls-key)"
+                    .to_owned(),
+            );
+        }
         let ip = self.listen.ip();
         if ip.is_loopback() || self.client_auth.required() || self.client_auth.anonymous {
             return None;

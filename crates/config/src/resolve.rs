@@ -186,17 +186,9 @@ pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, Conf
                     })
                 }
             };
-            if let Some(ca) = &tls.client_ca {
-                if config.tls.is_none() {
-                    return Err(ConfigError::Value {
-                        file: tls_file(|t| t.client_ca.is_some()),
-                        key: "outpost.tls.clientCa".to_owned(),
-                        line: None,
-                        problem: "mutual TLS needs outpost to serve TLS: set `outpost.tls.cert` and `outpost.tls.key` too".to_owned(),
-                    });
-                }
-                config.client_auth.client_ca = Some(ca.clone());
-            }
+            // Whether TLS is served is known after the command line (`--tls-cert`): see
+            // `Config::serving_problem`.
+            config.client_auth.client_ca = tls.client_ca.clone();
         }
         if let Some(auth) = &o.auth {
             config.client_auth.htpasswd = auth.htpasswd.clone();

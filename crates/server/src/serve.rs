@@ -73,9 +73,9 @@ pub enum ServeError {
     App(#[from] AppError),
     #[error(transparent)]
     Htpasswd(#[from] crate::auth::HtpasswdError),
-    /// A listen address beyond this machine with no client authentication.
+    /// The configuration cannot be served as it stands ([`config::Config::serving_problem`]).
     #[error("{0}")]
-    Exposed(String),
+    Refused(String),
     /// The store could not be opened: the reason.
     #[error("{0}")]
     NotReady(String),
@@ -139,9 +139,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
 pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(Status::new(metrics.clone()));
-    if let Some(problem) = config.exposure_problem() {
+    if let Some(problem) = config.serving_problem() {
         metrics::config_refused(&problem);
-        return Err(ServeError::Exposed(problem));
+        return Err(ServeError::Refused(problem));
     }
     let auth = match &config.client_auth.htpasswd {
         Some(path) => {

@@ -21,7 +21,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
-    if let Some(problem) = loaded.config.exposure_problem() {
+    if let Some(problem) = loaded.config.serving_problem() {
         return Err(Failure::Config(problem));
     }
     let rows = config::routing_table(&loaded.config);

@@ -58,7 +58,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    if let Some(problem) = config.exposure_problem() {
+    if let Some(problem) = config.serving_problem() {
         server::config_refused(&problem);
         return Err(Failure::Config(problem));
     }
