@@ -206,6 +206,7 @@ pub async fn serve(listener: TcpListener, status: Arc<Status>, signal: watch::Re
         max_connections: 64,
         max_per_address: 16,
         max_requests: 16,
+        max_requests_per_address: 8,
         first_bytes: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(10),
         first_request: Duration::from_secs(10),

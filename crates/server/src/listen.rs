@@ -11,10 +11,14 @@
 //! - HTTP/1: hyper's header-read timer, a bounded write queue; HTTP/2: at most
 //!   [`Limits::h2_streams`] streams per connection, a bounded send buffer per stream, keep-alive
 //!   pings;
-//! - requests in flight at most over all connections ([`Limits::max_requests`]), each holding
-//!   its slot until its response body has been sent (or abandoned), not just its headers;
+//! - requests in flight at most over all connections ([`Limits::max_requests`]) and per client
+//!   address ([`Limits::max_requests_per_address`]), each holding its slots until its response
+//!   body has been sent (or abandoned), not just its headers: one host's flood queues behind its
+//!   own slots, not in front of everyone else's requests;
 //! - an idle deadline: a connection with no request in flight is closed after
 //!   [`Limits::first_request`] when it has not sent one yet, after [`Limits::idle`] otherwise;
+//!   a client that does not finish a graceful close (HTTP/2: acknowledge the GOAWAY's ping)
+//!   within [`CLOSE_GRACE`] is cut off;
 //! - one shutdown signal: stop accepting, let connections finish within a grace period.
 //!
 //! Every request carries the client's address ([`Peer`]) in its extensions.
@@ -50,6 +54,8 @@ use crate::body::{Body, BoxError};
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections the kernel queues before they are accepted.
 pub const BACKLOG: u32 = 4096;
+/// How long an idle connection may take to finish closing once asked to.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// HTTP/2's connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -62,6 +68,8 @@ pub(crate) struct Limits {
     pub max_per_address: usize,
     /// Requests in flight at most over all connections, each until its body has been sent.
     pub max_requests: usize,
+    /// Requests in flight from one client address at most; further ones wait for its slots.
+    pub max_requests_per_address: usize,
     /// How long a new connection may take to send its first bytes (which name its protocol).
     pub first_bytes: Duration,
     /// How long a client may take to send a request head (HTTP/1).
@@ -96,29 +104,52 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Open connections per client address.
-#[derive(Default)]
+/// What each client address with open connections holds.
+struct Address {
+    connections: usize,
+    /// Its request slots ([`Limits::max_requests_per_address`]).
+    requests: Arc<Semaphore>,
+}
+
+/// The client addresses with open connections.
 struct Addresses {
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<IpAddr, Address>>,
+    max_connections: usize,
+    max_requests: usize,
 }
 
 /// One open connection of an address; counted down when dropped.
 struct Slot {
     addresses: Arc<Addresses>,
     ip: IpAddr,
+    /// The address's request slots, shared by all its connections.
+    requests: Arc<Semaphore>,
 }
 
 impl Addresses {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Slot> {
+    fn new(max_connections: usize, max_requests: usize) -> Addresses {
+        Addresses {
+            open: Mutex::default(),
+            max_connections,
+            max_requests,
+        }
+    }
+
+    /// A connection slot of `ip`, or `None` when it has its most connections open.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(ip).or_default();
-        if *count >= max {
+        let address = open.entry(ip).or_insert_with(|| Address {
+            connections: 0,
+            requests: Arc::new(Semaphore::new(self.max_requests)),
+        });
+        if address.connections >= self.max_connections {
             return None;
         }
-        *count += 1;
+        address.connections += 1;
         Some(Slot {
             addresses: self.clone(),
             ip,
+            requests: address.requests.clone(),
         })
     }
 }
@@ -130,9 +161,9 @@ impl Drop for Slot {
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(address) = open.get_mut(&self.ip) {
+            address.connections -= 1;
+            if address.connections == 0 {
                 open.remove(&self.ip);
             }
         }
@@ -156,7 +187,10 @@ pub(crate) async fn serve<S, F>(
 {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let requests = Arc::new(Semaphore::new(limits.max_requests));
-    let addresses = Arc::new(Addresses::default());
+    let addresses = Arc::new(Addresses::new(
+        limits.max_per_address,
+        limits.max_requests_per_address,
+    ));
     let limits = Arc::new(limits);
     // Every connection task holds a clone; when all are gone, the drain is complete.
     let (open, mut drained) = mpsc::channel::<()>(1);
@@ -180,7 +214,7 @@ pub(crate) async fn serve<S, F>(
             },
             _ = signal.changed() => break,
         };
-        let Some(slot) = addresses.take(peer.ip(), limits.max_per_address) else {
+        let Some(slot) = addresses.take(peer.ip()) else {
             tracing::debug!(%peer, "too many connections from this address; closed");
             continue;
         };
@@ -263,6 +297,7 @@ impl Connection {
             inner: service,
             peer: self.peer,
             requests: self.requests.clone(),
+            address_requests: self._slot.requests.clone(),
             activity: activity.clone(),
         };
         let limits = &self.limits;
@@ -297,6 +332,10 @@ impl Connection {
     async fn drive<C: GracefulConnection>(mut self, conn: C, activity: &Activity) {
         let mut conn = pin!(conn);
         let mut shutting_down = false;
+        // Armed when an idle connection is asked to close.
+        let cut_off = tokio::time::sleep(Duration::ZERO);
+        let mut cut_off = pin!(cut_off);
+        let mut closing_idle = false;
         loop {
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -304,6 +343,12 @@ impl Connection {
                     tracing::debug!(peer = %self.peer.0, "idle connection closed");
                     conn.as_mut().graceful_shutdown();
                     shutting_down = true;
+                    closing_idle = true;
+                    cut_off.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                }
+                _ = cut_off.as_mut(), if closing_idle => {
+                    tracing::debug!(peer = %self.peer.0, "idle connection did not close; cut off");
+                    return;
                 }
                 _ = self.signal.changed(), if !shutting_down => {
                     conn.as_mut().graceful_shutdown();
@@ -449,13 +494,15 @@ impl Activity {
     }
 }
 
-/// The service of one connection: the client's address into the request, a request slot held
-/// until the response body ends, the connection's activity counted.
+/// The service of one connection: the client's address into the request, a request slot of
+/// its address and one of the listener held until the response body ends, the connection's
+/// activity counted.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
     peer: Peer,
     requests: Arc<Semaphore>,
+    address_requests: Arc<Semaphore>,
     activity: Arc<Activity>,
 }
 
@@ -476,15 +523,18 @@ where
         self.activity.begin();
         let ended = Ended(self.activity.clone());
         let requests = self.requests.clone();
+        let address_requests = self.address_requests.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
-            // Closed only if the server is going away; then no slot is needed.
+            // The address's slot first: a flood waits in its own queue. The semaphores are never
+            // closed; `ok()` only keeps this free of a panic path.
+            let address_slot = address_requests.acquire_owned().await.ok();
             let slot = requests.acquire_owned().await.ok();
             let response = inner.call(request).await?;
             let (parts, body) = response.into_parts();
             let body = Holding {
                 inner: body,
-                _held: (slot, ended),
+                _held: (slot, address_slot, ended),
             };
             Ok(Response::from_parts(parts, body.boxed_unsync()))
         })
@@ -608,17 +658,23 @@ mod tests {
 
     #[test]
     fn one_address_cannot_take_every_slot() {
-        let addresses = Arc::new(Addresses::default());
+        let addresses = Arc::new(Addresses::new(3, 2));
         let a: IpAddr = "127.0.0.2".parse().unwrap();
         let b: IpAddr = "127.0.0.1".parse().unwrap();
-        let held: Vec<Slot> = (0..3).map(|_| addresses.take(a, 3).unwrap()).collect();
-        assert!(addresses.take(a, 3).is_none());
-        assert!(
-            addresses.take(b, 3).is_some(),
-            "another address is not affected"
-        );
+        let held: Vec<Slot> = (0..3).map(|_| addresses.take(a).unwrap()).collect();
+        assert!(addresses.take(a).is_none());
+        let other = addresses.take(b).expect("another address is not affected");
+        // The request slots are per address, shared by its connections.
+        let busy: Vec<_> = held
+            .iter()
+            .take(2)
+            .map(|slot| slot.requests.clone().try_acquire_owned().unwrap())
+            .collect();
+        assert!(held[2].requests.clone().try_acquire_owned().is_err());
+        assert!(other.requests.clone().try_acquire_owned().is_ok());
+        drop(busy);
         drop(held);
-        assert!(addresses.take(a, 3).is_some());
+        assert!(addresses.take(a).is_some());
     }
 
     #[tokio::test(start_paused = true)]
@@ -627,6 +683,7 @@ mod tests {
             max_connections: 1,
             max_per_address: 1,
             max_requests: 1,
+            max_requests_per_address: 1,
             first_bytes: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             first_request: Duration::from_secs(10),

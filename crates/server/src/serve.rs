@@ -41,6 +41,9 @@ const MAX_CONNECTIONS: usize = 4096;
 const MAX_PER_ADDRESS: usize = 1024;
 /// Requests in flight at most, over all connections, each until its body has been sent.
 const MAX_REQUESTS: usize = 512;
+/// Requests in flight from one client address at most: a quarter of all, so a flood from one
+/// host (h2load, a misbehaving node) leaves the rest to everyone else.
+const MAX_REQUESTS_PER_ADDRESS: usize = MAX_REQUESTS / 4;
 /// How long a new connection may take to send its first bytes, and a request head.
 const FIRST_BYTES: Duration = Duration::from_secs(10);
 /// How long a connection may stay open without a request in flight.
@@ -197,6 +200,7 @@ pub async fn start_listening(config: Config) -> Result<Running, ServeError> {
         max_connections: MAX_CONNECTIONS,
         max_per_address: MAX_PER_ADDRESS,
         max_requests: MAX_REQUESTS,
+        max_requests_per_address: MAX_REQUESTS_PER_ADDRESS,
         first_bytes: FIRST_BYTES,
         header_read_timeout: FIRST_BYTES,
         first_request: FIRST_BYTES,
