@@ -95,6 +95,48 @@ async fn tags_list_is_answered_from_the_store_when_the_upstream_fails_with_5xx()
     assert!(tags.header("warning").is_none());
 }
 
+#[tokio::test]
+async fn a_tag_list_that_is_not_one_is_refused_and_serving_goes_on() {
+    let fake = FakeRegistry::start().await;
+    let image = fake.push_seeded("p/quay.io/app/x", Some("v1"), 2, &[1000]);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let tags_url = outpost.url("/v2/quay.io/app/x/tags/list");
+    for body in [
+        "[]",
+        "\"v1\"",
+        "null",
+        r#"{"name":"x","tags":[1,2]}"#,
+        r#"{"name":"x","tags":"v1"}"#,
+    ] {
+        fake.tags_body(Some(body));
+        let tags = client.get(&tags_url).await;
+        assert_eq!(
+            tags.status,
+            StatusCode::BAD_GATEWAY,
+            "{body}: {:?}",
+            tags.body
+        );
+        assert!(
+            tags.error_message().contains("invalid tag list"),
+            "{body}: {}",
+            tags.error_message()
+        );
+    }
+    // A list of strings, or none at all, is a tag list.
+    fake.tags_body(Some(r#"{"name":"p/quay.io/app/x","tags":null}"#));
+    let tags = client.get(&tags_url).await;
+    assert_eq!(tags.status, StatusCode::OK);
+    assert_eq!(tags.json()["name"], "quay.io/app/x");
+    fake.tags_body(None);
+    let tags = client.get(&tags_url).await;
+    assert_eq!(tags.json()["tags"], serde_json::json!(["v1"]));
+    let pulled = client
+        .get(&outpost.url("/v2/quay.io/app/x/manifests/v1"))
+        .await;
+    assert_eq!(pulled.digest(), image.digest);
+}
+
 /// Moves tokio's clock (the tag TTL's and `Retry-After`'s clock) forward by `by`.
 async fn jump(by: std::time::Duration) {
     tokio::time::pause();

@@ -188,6 +188,8 @@ struct State {
     refuse_tokens: AtomicBool,
     /// Blob bodies are sent chunked, without a `Content-Length`.
     chunked_blobs: AtomicBool,
+    /// The body every `tags/list` is answered with (200), instead of the repository's tags.
+    tags_body: Mutex<Option<Bytes>>,
     realm_host: Mutex<Option<String>>,
     log: Mutex<Vec<RecordedRequest>>,
     blob_bytes_sent: Arc<AtomicU64>,
@@ -218,6 +220,7 @@ impl State {
             token_fetches: AtomicUsize::new(0),
             refuse_tokens: AtomicBool::new(false),
             chunked_blobs: AtomicBool::new(false),
+            tags_body: Mutex::new(None),
             realm_host: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             blob_bytes_sent: Arc::new(AtomicU64::new(0)),
@@ -570,6 +573,11 @@ impl FakeRegistry {
         self.state().chunked_blobs.store(chunked, Ordering::SeqCst);
     }
 
+    /// Answers every `tags/list` with `200` and this body (`None`: the repository's tags).
+    pub fn tags_body(&self, body: Option<&'static str>) {
+        *lock(&self.state().tags_body) = body.map(|b| Bytes::from_static(b.as_bytes()));
+    }
+
     /// Keeps issuing tokens but refuses every one of them on `/v2/` (as a registry does whose
     /// realm hands out anonymous tokens it then does not honour for private content).
     pub fn refuse_tokens(&self, refuse: bool) {
@@ -822,6 +830,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<FakeBody>
     }
     let rest = &path["/v2/".len()..];
     if let Some(repo) = rest.strip_suffix("/tags/list") {
+        if let Some(body) = lock(&state.tags_body).clone() {
+            return json(StatusCode::OK, body);
+        }
         return tags_list(&state, repo, query.as_deref());
     }
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {

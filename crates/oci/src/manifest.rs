@@ -43,7 +43,8 @@ impl MediaType {
             return Err(bad());
         }
         let (essence, params) = match s.split_once(';') {
-            Some((essence, params)) => (essence.trim_end(), Some(params)),
+            // Optional white space before `;` is a space or a tab: nothing a header cannot hold.
+            Some((essence, params)) => (essence.trim_end_matches([' ', '\t']), Some(params)),
             None => (s, None),
         };
         let token = |t: &str| {
@@ -322,6 +323,9 @@ mod tests {
             "application/",
             "/json",
             "application/vnd.oci.image.manifest.v1+json\r\nX-Injected: 1",
+            // found by the `names` fuzz target: a line break before the parameters
+            "application/vnd.oci.image.manifest.v1+json\r\n;x",
+            "application/json\u{b};x",
             "application/json\u{7}",
             "application/json; charset=\u{0}",
             "appl ication/json",

@@ -195,8 +195,11 @@ async fn tags(
     };
     let link = link.and_then(|v| rewrite_link(&v, &route.client_name, route.ns.as_deref()));
     // The upstream names its own repository; the client asked for its name.
-    list["name"] = serde_json::Value::String(route.client_name.clone());
-    let body = Bytes::from(list.to_string());
+    list.insert(
+        "name".to_owned(),
+        serde_json::Value::String(route.client_name.clone()),
+    );
+    let body = Bytes::from(serde_json::Value::Object(list).to_string());
     let mut response = response::json(StatusCode::OK, body, route.head);
     if let Some(value) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
         response.headers_mut().insert(header::LINK, value);

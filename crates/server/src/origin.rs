@@ -220,7 +220,8 @@ pub async fn pass_blob(
 
 /// A tag list as the upstream answered it, and its `Link` header.
 pub struct TagList {
-    pub list: serde_json::Value,
+    /// The body's object, checked by [`parse_tag_list`].
+    pub list: serde_json::Map<String, serde_json::Value>,
     pub link: Option<String>,
 }
 
@@ -252,9 +253,25 @@ pub async fn fetch_tags(
     let bytes = read_limited(response.into_body(), TAGS_LIMIT)
         .await
         .map_err(|e| ApiError::unreadable(target, "the tag list", &e))?;
-    let list = serde_json::from_slice(&bytes)
+    let list = parse_tag_list(&bytes)
         .map_err(|e| ApiError::invalid_answer(target, format_args!("an invalid tag list ({e})")))?;
     Ok(TagList { list, link })
+}
+
+/// An upstream's `tags/list` body: a JSON object whose `tags`, when present, is a list of
+/// strings (or `null`, which some registries send for a repository without tags).
+pub fn parse_tag_list(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let serde_json::Value::Object(list) =
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())?
+    else {
+        return Err("not a JSON object".to_owned());
+    };
+    match list.get("tags") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Array(tags)) if tags.iter().all(|t| t.is_string()) => {}
+        Some(_) => return Err("`tags` is not a list of strings".to_owned()),
+    }
+    Ok(list)
 }
 
 /// A referrers index as the upstream answered it.

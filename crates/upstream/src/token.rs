@@ -18,6 +18,10 @@ use oci::Secret;
 /// Lifetime of a token whose answer has no `expires_in`.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
 
+/// The longest a token is kept, whatever `expires_in` says (an answer may say anything, up to
+/// `u64::MAX` seconds, past what a clock can add).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// What identifies a token: where it is used, for what, on whose behalf.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
@@ -37,8 +41,9 @@ pub struct Token {
 
 impl Token {
     /// A token valid for `lifetime` from `now`, used until shortly before it expires (a fifth of
-    /// its lifetime early, at most 30 s early).
+    /// its lifetime early, at most 30 s early); at most [`MAX_LIFETIME`].
     pub fn new(value: Secret, lifetime: Duration, now: Instant) -> Token {
+        let lifetime = lifetime.min(MAX_LIFETIME);
         let margin = (lifetime / 5).min(Duration::from_secs(30));
         Token {
             value,
@@ -160,6 +165,11 @@ mod tests {
         assert_eq!(t.use_until, now + Duration::from_secs(270));
         let t = Token::new(Secret::new("a"), Duration::from_secs(10), now);
         assert_eq!(t.use_until, now + Duration::from_secs(8));
+        // Found by the `challenge` fuzz target: `now + u64::MAX s` overflowed the clock.
+        let (_, life) =
+            parse_token_response(br#"{"token":"t","expires_in":18446744073709551615}"#).unwrap();
+        let t = Token::new(Secret::new("a"), life, now);
+        assert_eq!(t.use_until, now + MAX_LIFETIME - Duration::from_secs(30));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
