@@ -54,3 +54,15 @@ pub use metrics::{config_refused, Metrics};
 pub use origin::{fetch_manifest, pass_blob, read_limited};
 pub use response::DOCKER_CONTENT_DIGEST;
 pub use serve::{start, start_listening, Running, ServeError, SHUTDOWN_GRACE};
+
+/// Pure parsers of outside input, for the fuzz targets in `fuzz/` (feature `fuzzing`) and
+/// nothing else: re-exports only.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::api::rewrite_link;
+    pub use crate::error::Kind;
+    pub use crate::origin::parse_tag_list;
+    pub use crate::response::{parse_range, ByteRange};
+    pub use crate::route::route;
+}

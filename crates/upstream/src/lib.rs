@@ -52,6 +52,14 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use token::{Token, TokenCache, TokenKey};
 use transport::Transport;
 
+/// The token endpoint's answer as `fetch_token` reads it (parsed, then timed), for the fuzz
+/// targets in `fuzz/` (feature `fuzzing`) and nothing else: re-exports only.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::token::{parse_token_response, Token};
+}
+
 /// One request to an upstream, relative to `/v2/<repository>/`.
 #[derive(Debug, Clone)]
 pub struct Request {
