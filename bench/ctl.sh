@@ -23,6 +23,38 @@ NGINX_PORT=${NGINX_PORT:-5403}
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 die() { echo "bench: ERROR: $*" >&2; exit 1; }
 
+# ensure_pkgs PKG...: apt-get install the Debian packages that are missing (one apt-get update).
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$S/apt.log" 2>&1 \
+    || { tail -20 "$S/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
+}
+
+# use_outpost_binary REPO: build outpost (release) from REPO unless OUTPOST_BIN names a binary,
+# copy it into $S and export OUTPOST_BIN (that copy) and BIN_ORIGIN (where it came from).
+use_outpost_binary() {
+  local REPO=$1 TARGET_DIR
+  export BIN_ORIGIN="built by this run from $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?') plus any uncommitted changes"
+  if [ -n "${OUTPOST_BIN:-}" ]; then
+    BIN_ORIGIN="given as OUTPOST_BIN=$OUTPOST_BIN${OUTPOST_REV:+ (built from $OUTPOST_REV)}"
+    log "using the outpost binary $OUTPOST_BIN (OUTPOST_BIN)"
+  else
+    log "building outpost (release)"
+    (cd "$REPO" && cargo build --release -q -p outpost --bin outpost) || die "cargo build --release -p outpost --bin outpost failed"
+    TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    OUTPOST_BIN=$TARGET_DIR/release/outpost
+  fi
+  # a private copy: a rebuild during the run must not swap the binary under the benchmark
+  cp "$OUTPOST_BIN" "$S/outpost-bin"
+  export OUTPOST_BIN=$S/outpost-bin
+}
+
 # wait_port PORT [SECS]: wait until something accepts connections on 127.0.0.1:PORT.
 wait_port() {
   local port=$1 secs=${2:-20} i

@@ -49,32 +49,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- tools, build
-ensure_pkgs() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing ${missing[*]}"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$S/apt.log" 2>&1 \
-    || { tail -20 "$S/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
-}
 ensure_pkgs docker-registry nginx-light wrk apache2-utils hyperfine skopeo containerd curl python3 openssl
 
-BIN_ORIGIN="built by this run from $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?') plus any uncommitted changes"
-if [ -n "${OUTPOST_BIN:-}" ]; then
-  BIN_ORIGIN="given as OUTPOST_BIN=$OUTPOST_BIN${OUTPOST_REV:+ (built from $OUTPOST_REV)}"
-  log "using the outpost binary $OUTPOST_BIN (OUTPOST_BIN)"
-else
-  log "building outpost (release)"
-  (cd "$REPO" && cargo build --release -q -p outpost --bin outpost) || die "cargo build --release -p outpost --bin outpost failed"
-  TARGET_DIR=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-  OUTPOST_BIN=$TARGET_DIR/release/outpost
-fi
-# a private copy: a rebuild during the run must not swap the binary under the benchmark
-cp "$OUTPOST_BIN" "$S/outpost-bin"
-export OUTPOST_BIN=$S/outpost-bin
+use_outpost_binary "$REPO"
 
 # ---------------------------------------------------------------- helpers
 kv() { echo "$*" >>"$KV"; }
