@@ -4,6 +4,7 @@ pub mod image;
 pub mod logs;
 pub mod outpost;
 pub mod own_process;
+pub mod proxy;
 pub mod real;
 pub mod tools;
 pub mod wait;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::error::ConfigError;
 use super::values::{
     ByteSize, CaCertificates, Domain, HostRuleText, HumanDuration, ImageText, ListenAddr, MinFree,
-    Pattern, PemCertificates, RefPrefix, RegistryHost,
+    NoProxyText, Pattern, PemCertificates, ProxyUrlText, RefPrefix, RegistryHost,
 };
 
 /// A password as written in a file. `Debug` prints `****`.
@@ -194,6 +194,26 @@ impl<'de> Deserialize<'de> for MappingRules {
 pub struct SiteSection {
     pub ca_certs: Option<CaCertificates>,
     pub insecure_skip_verify: Option<bool>,
+    pub network: Option<NetworkSection>,
+}
+
+/// `stylus.site.network`: the site's HTTP proxy, as Palette writes it (other keys of the
+/// section, such as static addresses, are not outpost's and are ignored).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSection {
+    pub http_proxy: Option<ProxyUrlText>,
+    pub https_proxy: Option<ProxyUrlText>,
+    pub no_proxy: Option<NoProxyText>,
+}
+
+impl NetworkSection {
+    /// Sets a proxy (a non-empty `httpProxy` or `httpsProxy`).
+    pub fn sets_proxy(&self) -> bool {
+        [&self.http_proxy, &self.https_proxy]
+            .into_iter()
+            .any(|p| p.as_ref().is_some_and(|p| p.0.is_some()))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -226,13 +246,23 @@ impl FileConfig {
                     .flatten(),
             )
             .filter_map(|r| r.password.as_ref());
-        registry_passwords
-            .chain(
-                self.provider_credentials
-                    .as_ref()
-                    .and_then(|p| p.password.as_ref()),
-            )
-            .any(|p| !p.0.is_empty())
+        let network = stylus
+            .and_then(|s| s.site.as_ref())
+            .and_then(|s| s.network.as_ref());
+        let proxy_passwords = network
+            .into_iter()
+            .flat_map(|n| [&n.http_proxy, &n.https_proxy])
+            .filter_map(|p| p.as_ref().and_then(|p| p.0.as_ref()))
+            .filter_map(|p| p.credentials.as_ref())
+            .any(|c| !c.password.is_empty());
+        proxy_passwords
+            || registry_passwords
+                .chain(
+                    self.provider_credentials
+                        .as_ref()
+                        .and_then(|p| p.password.as_ref()),
+                )
+                .any(|p| !p.0.is_empty())
     }
 }
 

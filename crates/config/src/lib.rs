@@ -49,6 +49,47 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// The proxy variables of the environment, in the order curl reads them.
+const PROXY_VARIABLES: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+impl Loaded {
+    /// When the files set no proxy (`stylus.site.network.httpProxy`/`httpsProxy`), the proxy
+    /// of the environment (`http_proxy`, `https_proxy`, `no_proxy`, lower case first, then
+    /// upper case, as curl reads them); when they do, the environment is not read and a warning
+    /// says so if it sets one. `var` looks a variable up (`std::env::var(..).ok()`). `Err` names
+    /// the variable that does not parse.
+    pub fn apply_proxy_environment(
+        &mut self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        let set_in_env: Vec<&str> = PROXY_VARIABLES
+            .iter()
+            .copied()
+            .filter(|v| var(v).is_some_and(|x| !x.trim().is_empty()))
+            .collect();
+        if self.config.proxy.is_some() {
+            if !set_in_env.is_empty() {
+                self.warnings.push(format!(
+                    "the environment sets {} but `stylus.site.network` sets the proxy, which wins: \
+                     the environment's proxy settings are ignored",
+                    set_in_env.join(", ")
+                ));
+            }
+            return Ok(());
+        }
+        self.config.proxy = oci::ProxySettings::from_env(var)
+            .map_err(|e| format!("{e}; fix the variable or unset it"))?;
+        Ok(())
+    }
+}
+
 /// Load, merge (later files win, key by key), validate and resolve `files`.
 /// No files gives [`Config::default()`].
 pub fn load(files: &[PathBuf]) -> Result<Loaded, ConfigError> {

@@ -193,6 +193,18 @@ pub fn warnings(config: &Config, merged: &FileConfig, files: &[ParsedFile]) -> V
         }
     }
 
+    let network = merged
+        .stylus
+        .as_ref()
+        .and_then(|s| s.site.as_ref())
+        .and_then(|s| s.network.as_ref());
+    if let Some(network) = network {
+        let no_proxy = network.no_proxy.as_ref().is_some_and(|n| !n.0.is_empty());
+        if no_proxy && !network.sets_proxy() {
+            warnings.push("`stylus.site.network.noProxy` is set without `httpProxy` or `httpsProxy`: it has no effect, and the proxy of the environment (if any) applies with the environment's NO_PROXY; set the proxy in `stylus.site.network` too".to_owned());
+        }
+    }
+
     if config.site.insecure_skip_verify {
         warnings.push("`stylus.site.insecureSkipVerify` is true: every upstream is reached without TLS verification; set it to false and add the upstreams' CAs to `stylus.site.caCerts`".to_owned());
     } else {

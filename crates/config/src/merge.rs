@@ -35,7 +35,7 @@ macro_rules! leaf {
 
 use super::values::{
     ByteSize, CaCertificates, Domain, HostRuleText, HumanDuration, ImageText, ListenAddr, MinFree,
-    Pattern, PemCertificates, RegistryHost,
+    NoProxyText, Pattern, PemCertificates, ProxyUrlText, RegistryHost,
 };
 use std::path::PathBuf;
 
@@ -56,6 +56,8 @@ leaf!(
     Vec<Pattern>,
     Vec<HostRuleText>,
     Vec<RegistrySection>,
+    ProxyUrlText,
+    NoProxyText,
 );
 
 /// Sections: merge field by field.
@@ -129,7 +131,13 @@ section!(ExternalRegistriesSection {
 });
 section!(SiteSection {
     ca_certs,
-    insecure_skip_verify
+    insecure_skip_verify,
+    network
+});
+section!(NetworkSection {
+    http_proxy,
+    https_proxy,
+    no_proxy
 });
 section!(OptionsSection { system_uri });
 section!(ProviderCredentialsSection {

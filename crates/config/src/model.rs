@@ -163,6 +163,9 @@ pub struct Config {
     /// `stylus.externalRegistries.registryMappingRules`, in file order.
     pub mapping_rules: Vec<MappingRule>,
     pub site: Site,
+    /// The site's HTTP proxy: `stylus.site.network`, or else the environment (`HTTPS_PROXY`, …,
+    /// applied by [`crate::Loaded::apply_proxy_environment`]); `None`: every upstream directly.
+    pub proxy: Option<oci::ProxySettings>,
     pub provider: Provider,
     /// `outpost.admin.listen`: where the admin endpoints (metrics, health) listen, when set.
     pub admin_listen: Option<SocketAddr>,
@@ -193,6 +196,7 @@ impl Default for Config {
             external_registries: Vec::new(),
             mapping_rules: Vec::new(),
             site: Site::default(),
+            proxy: None,
             provider: Provider {
                 image: None,
                 registry: None,

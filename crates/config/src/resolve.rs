@@ -13,7 +13,7 @@ use super::file::{FileConfig, ParsedFile, RegistrySection};
 use super::model::*;
 use oci::{Credentials, ImageRef, RepoPattern, Secret};
 
-use super::values::{join, repository_path, CertPem};
+use super::values::{join, repository_path, CertPem, ProxyUrlText};
 
 /// The file that last set what `is_set` looks at (the file whose value won the merge).
 pub fn last_setter(files: &[ParsedFile], is_set: impl Fn(&FileConfig) -> bool) -> Option<&Path> {
@@ -246,6 +246,19 @@ pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, Conf
             ca_certs: pems(site.ca_certs.as_ref().map(|c| c.0.as_slice())),
             insecure_skip_verify: site.insecure_skip_verify.unwrap_or(false),
         };
+        if let Some(network) = site.network.as_ref().filter(|n| n.sets_proxy()) {
+            let url = |p: &Option<ProxyUrlText>| p.as_ref().and_then(|p| p.0.clone());
+            config.proxy = Some(oci::ProxySettings {
+                http: url(&network.http_proxy),
+                https: url(&network.https_proxy),
+                no_proxy: network
+                    .no_proxy
+                    .as_ref()
+                    .map(|n| n.0.clone())
+                    .unwrap_or_default(),
+                origin: oci::ProxyOrigin::Config,
+            });
+        }
     }
 
     // Checked when the file was parsed; read again with the configured default registry.

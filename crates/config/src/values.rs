@@ -244,6 +244,46 @@ deserialize_from_str!(
     "a host rule such as `quay.io`, `.example.com` or `10.0.0.0/8`"
 );
 
+/// A proxy URL of `stylus.site.network` ([`oci::ProxyUrl`]); an empty string is "not set", as
+/// Palette templates leave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyUrlText(pub Option<oci::ProxyUrl>);
+
+impl FromStr for ProxyUrlText {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().is_empty() {
+            return Ok(ProxyUrlText(None));
+        }
+        s.parse()
+            .map(|u| ProxyUrlText(Some(u)))
+            .map_err(|e: oci::ProxyUrlError| e.to_string())
+    }
+}
+deserialize_from_str!(
+    ProxyUrlText,
+    "a proxy URL such as `http://proxy.site.local:3128`"
+);
+
+/// `stylus.site.network.noProxy` ([`oci::NoProxy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoProxyText(pub oci::NoProxy);
+
+impl FromStr for NoProxyText {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse()
+            .map(NoProxyText)
+            .map_err(|e: oci::NoProxyError| e.to_string())
+    }
+}
+deserialize_from_str!(
+    NoProxyText,
+    "a comma-separated list such as `10.0.0.0/8,.site.local,registry.local:5000`"
+);
+
 /// `cache.minFree`: a size (`2GiB`) or a share of the file system (`10%`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MinFree(pub crate::model::Reserve);

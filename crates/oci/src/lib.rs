@@ -12,6 +12,8 @@
 //! - `pattern.rs`: [`Prefix`] (`host[/path]`) and [`RepoPattern`] (infrastructure images).
 //! - `manifest.rs`: [`MediaType`] (safe as a header), media type constants, [`Descriptor`],
 //!   [`Platform`], [`ManifestContent`].
+//! - `proxy.rs`: the site's HTTP proxy: [`ProxyUrl`], [`NoProxy`] (curl's rules) and
+//!   [`ProxySettings`], which picks the proxy (or none) of each upstream connection.
 //! - `secret.rs`: [`Secret`] (redacted in `Debug`/`Display`) and [`Credentials`].
 //! - `server_url.rs`: [`ServerUrl`], `http(s)://host[:port]` of a registry server.
 //! - `target.rs`: [`Target`] and [`TlsPolicy`]: where and how one repository is fetched.
@@ -28,6 +30,7 @@ mod image;
 mod manifest;
 mod name;
 mod pattern;
+mod proxy;
 mod secret;
 mod server_url;
 mod target;
@@ -45,6 +48,10 @@ pub use name::{
     DOCKER_HUB, DOCKER_HUB_API, MAX_REPOSITORY_LEN,
 };
 pub use pattern::{PatternError, Prefix, RepoPattern};
+pub use proxy::{
+    split_host_port, NoProxy, NoProxyError, ProxyEnvError, ProxyOrigin, ProxySettings, ProxyUrl,
+    ProxyUrlError,
+};
 pub use secret::{Credentials, Secret};
 pub use server_url::{ServerUrl, ServerUrlError};
 pub use target::{Target, TlsPolicy};

@@ -421,6 +421,8 @@ const ERRORS: &[(&str, &str, Option<usize>, &str)] = &[
     ("outpost:\n  upstream:\n    connectTimeout: 10\n", "outpost.upstream.connectTimeout", Some(3), "`30s`"),
     ("outpost:\n  tls:\n    cert: /c.pem\n", "outpost.tls.key", None, "private key"),
     ("options:\n  system.uri: \"quay.io/\"\n", "options.system.uri", Some(2), "no repository"),
+    ("stylus:\n  site:\n    network:\n      httpsProxy: socks5://proxy:1080\n", "stylus.site.network.httpsProxy", Some(4), "http://[user:password@]host:port"),
+    ("stylus:\n  site:\n    network:\n      httpProxy: http://proxy:3128\n      noProxy: 10.0.0.0/8,10.0.0.0/33\n", "stylus.site.network.noProxy", Some(5), "CIDR range"),
 ];
 
 #[test]
@@ -665,4 +667,99 @@ fn an_empty_domain_is_no_registry_unless_it_has_credentials() {
     assert!(msg.contains("stylus.registryCredentials.domain"), "{msg}");
     assert!(msg.contains("missing"), "{msg}");
     assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn the_site_proxy_is_read_as_palette_writes_it() {
+    let files = Files::new();
+    let path = files.write(
+        "user-data.yaml",
+        "#cloud-config\nstylus:\n  site:\n    network:\n      httpProxy: http://proxy.site.local:3128\n      httpsProxy: http://edge:s%40cret@proxy.site.local:3129\n      noProxy: 10.0.0.0/8,192.168.0.0/16,.site.local,registry.local:5000\n      staticIp: 10.0.0.5\n",
+    );
+    let mut loaded = load_ok(&[path]);
+    let proxy = loaded.config.proxy.clone().expect("a proxy");
+    assert_eq!(proxy.origin, oci::ProxyOrigin::Config);
+    assert_eq!(
+        proxy.http.as_ref().unwrap().authority(),
+        "proxy.site.local:3128"
+    );
+    let https = proxy.https.as_ref().unwrap();
+    assert_eq!(https.port, 3129);
+    assert_eq!(
+        https.credentials.as_ref().unwrap().password.expose(),
+        "s@cret"
+    );
+    assert_eq!(https.to_string(), "http://edge:****@proxy.site.local:3129");
+    assert!(proxy.proxy_for(true, "quay.io", 443).is_some());
+    assert!(proxy.proxy_for(true, "registry.site.local", 443).is_none());
+    assert!(proxy.proxy_for(true, "registry.local", 5000).is_none());
+    assert!(proxy.proxy_for(true, "10.10.254.254", 8000).is_none());
+    assert!(!format!("{:?}", loaded.config).contains("s@cret"));
+
+    // The configuration wins over the environment, with a warning that says so.
+    loaded
+        .apply_proxy_environment(|v| (v == "HTTPS_PROXY").then(|| "http://other:1".to_owned()))
+        .unwrap();
+    assert_eq!(loaded.config.proxy, Some(proxy));
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("HTTPS_PROXY") && w.contains("ignored")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn without_a_site_proxy_the_environment_is_read() {
+    let files = Files::new();
+    let path = files.write(
+        "user-data.yaml",
+        "stylus:\n  site:\n    network:\n      httpProxy: \"\"\n      httpsProxy: \"\"\n",
+    );
+    let mut loaded = load_ok(&[path]);
+    assert_eq!(loaded.config.proxy, None, "empty values are not a proxy");
+    let env = |v: &str| match v {
+        "https_proxy" => Some("proxy.local:3128".to_owned()),
+        "NO_PROXY" => Some("localhost,127.0.0.0/8".to_owned()),
+        _ => None,
+    };
+    loaded.apply_proxy_environment(env).unwrap();
+    let proxy = loaded
+        .config
+        .proxy
+        .clone()
+        .expect("the environment's proxy");
+    assert_eq!(proxy.origin, oci::ProxyOrigin::Environment);
+    assert_eq!(
+        proxy.https.as_ref().unwrap().authority(),
+        "proxy.local:3128"
+    );
+    assert!(proxy.proxy_for(true, "127.0.0.1", 5000).is_none());
+
+    let mut loaded = load_ok(&[]);
+    let err = loaded
+        .apply_proxy_environment(|v| (v == "HTTP_PROXY").then(|| "http://u:pw@h:nope".to_owned()))
+        .unwrap_err();
+    assert!(err.contains("HTTP_PROXY") && !err.contains("pw@"), "{err}");
+}
+
+#[test]
+fn no_proxy_without_a_proxy_is_a_warning() {
+    let files = Files::new();
+    let path = files.write(
+        "user-data.yaml",
+        "stylus:\n  site:\n    network:\n      noProxy: .site.local\n",
+    );
+    let loaded = load_ok(&[path]);
+    assert!(loaded.config.proxy.is_none());
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("noProxy") && w.contains("no effect")),
+        "{:?}",
+        loaded.warnings
+    );
 }

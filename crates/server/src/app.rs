@@ -41,7 +41,7 @@ impl Parts {
             connect: config.upstream.connect,
             response_header: config.upstream.response_header,
         };
-        let upstream = Upstream::with_observer(&timeouts, metrics.clone())?;
+        let upstream = Upstream::build(&timeouts, config.proxy.clone(), Some(metrics.clone()))?;
         Ok(Parts {
             config: Arc::new(config),
             upstream,

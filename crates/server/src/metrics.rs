@@ -281,10 +281,11 @@ impl Metrics {
 
     /// One request sent to `host`: its status, or `None` when it failed without one
     /// (connection, TLS, timeout); `elapsed` until the response headers (or the failure).
-    pub fn upstream_response(&self, host: &str, status: Option<StatusCode>, elapsed: Duration) {
-        let status = match status {
-            Some(status) => status.as_u16().to_string(),
-            None => "error".to_owned(),
+    pub fn upstream_response(&self, host: &str, outcome: upstream::Outcome, elapsed: Duration) {
+        let status = match outcome {
+            upstream::Outcome::Status(status) => status.as_u16().to_string(),
+            upstream::Outcome::Failed => "error".to_owned(),
+            upstream::Outcome::ProxyFailed => "proxy_error".to_owned(),
         };
         self.upstream_requests
             .get_or_create(&UpstreamLabels {
@@ -342,8 +343,8 @@ impl Metrics {
 
 /// The upstream client reports its requests and token fetches here.
 impl upstream::Observer for Metrics {
-    fn response(&self, host: &str, status: Option<StatusCode>, elapsed: Duration) {
-        self.upstream_response(host, status, elapsed);
+    fn response(&self, host: &str, outcome: upstream::Outcome, elapsed: Duration) {
+        self.upstream_response(host, outcome, elapsed);
     }
 
     fn token_fetch(&self, host: &str, ok: bool) {
@@ -375,10 +376,13 @@ mod tests {
         metrics.served_bytes(ServedFrom::Store).inc_by(42);
         metrics.upstream_response(
             "Registry.Example:5000",
-            Some(StatusCode::NOT_FOUND),
+            upstream::Outcome::Status(StatusCode::NOT_FOUND),
             Duration::from_millis(12),
         );
-        metrics.upstream_response("registry.example:5000", None, Duration::from_secs(1));
+        let failed = upstream::Outcome::Failed;
+        metrics.upstream_response("registry.example:5000", failed, Duration::from_secs(1));
+        let proxy = upstream::Outcome::ProxyFailed;
+        metrics.upstream_response("registry.example:5000", proxy, Duration::from_secs(1));
         metrics.token_fetch("registry.example:5000", true);
         let text = metrics.encode(Scrape {
             ready: true,
@@ -394,7 +398,8 @@ mod tests {
             "outpost_served_bytes_total{source=\"store\"} 42",
             "outpost_upstream_requests_total{host=\"registry.example:5000\",status=\"404\"} 1",
             "outpost_upstream_requests_total{host=\"registry.example:5000\",status=\"error\"} 1",
-            "outpost_upstream_request_duration_seconds_count{host=\"registry.example:5000\"} 2",
+            "outpost_upstream_requests_total{host=\"registry.example:5000\",status=\"proxy_error\"} 1",
+            "outpost_upstream_request_duration_seconds_count{host=\"registry.example:5000\"} 3",
             "outpost_upstream_token_fetches_total{host=\"registry.example:5000\",result=\"ok\"} 1",
             "outpost_fills_in_flight 2",
             "outpost_store_bytes 10",

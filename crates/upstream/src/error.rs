@@ -87,6 +87,14 @@ pub enum UpstreamError {
     #[error("the request to upstream {host} failed: {detail}")]
     Protocol { host: String, detail: String },
 
+    #[error("outpost reaches upstream {host} through a proxy, and the proxy at {proxy} {problem}")]
+    Proxy {
+        host: String,
+        /// The proxy URL, its password redacted.
+        proxy: String,
+        problem: String,
+    },
+
     #[error("cannot build a request for upstream {host}: {detail}")]
     InvalidRequest { host: String, detail: String },
 }
@@ -106,6 +114,7 @@ impl UpstreamError {
             | UpstreamError::TokenFetch { host, .. }
             | UpstreamError::Redirect { host, .. }
             | UpstreamError::Protocol { host, .. }
+            | UpstreamError::Proxy { host, .. }
             | UpstreamError::InvalidRequest { host, .. } => host,
         }
     }

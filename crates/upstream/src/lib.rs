@@ -8,6 +8,9 @@
 //! - `observe`: [`Timeouts`] and the [`Observer`] the server's metrics implement;
 //! - `transport`: pooled hyper-util clients per [`TlsPolicy`](oci::TlsPolicy),
 //!   timeouts, the plain-HTTP fallback of insecure registries, failure classification;
+//! - `proxy`: the site's HTTP proxy under TLS: `CONNECT` tunnels for HTTPS upstreams, absolute
+//!   form for plain HTTP, its failures named after the proxy;
+//! - `connect`: the TCP layer (connect deadline, failures told apart from TLS);
 //! - `challenge`: the `WWW-Authenticate` parser (pure);
 //! - `credentials`: where stored credentials may be sent (pure) and the Basic header;
 //! - `token`: the token endpoint's answer (pure) and the single-flight token cache;
@@ -18,6 +21,9 @@
 //! - stored credentials (Basic, or the token obtained with them) go only to the target host and
 //!   to a token realm on its registrable domain; a redirect to another host carries none;
 //! - the caller's own `Authorization` (or cookies) never goes upstream;
+//! - the proxy's credentials go to the proxy only (the `CONNECT` request, or `Proxy-Authorization`
+//!   on a plain-HTTP request sent to it), and whether a connection uses the proxy is decided per
+//!   host and port (registry, token realm, redirect target) by its `noProxy`;
 //! - once a host is known to want Basic or Bearer, credentials are sent pre-emptively; a token is
 //!   fetched once per (host, scope, user) until shortly before it expires, even under concurrency;
 //! - response bodies are returned unread: nothing is buffered whole.
@@ -25,9 +31,11 @@
 #![forbid(unsafe_code)]
 
 mod challenge;
+mod connect;
 mod credentials;
 mod error;
 mod observe;
+mod proxy;
 mod redirect;
 mod token;
 mod transport;
@@ -43,7 +51,7 @@ use hyper::body::Incoming;
 pub use challenge::{parse as parse_www_authenticate, Challenge};
 pub use credentials::may_send_credentials;
 pub use error::{TimeoutStage, UpstreamError};
-pub use observe::{Observer, Timeouts};
+pub use observe::{Observer, Outcome, Timeouts};
 pub use redirect::resolve_location;
 
 use oci::{Credentials, Secret, Target};
@@ -117,24 +125,20 @@ impl Upstream {
     /// A client with the given timeouts. Connection pools are created per TLS policy on first
     /// use.
     pub fn new(timeouts: &Timeouts) -> Result<Upstream, UpstreamError> {
-        Self::build(timeouts, None)
+        Self::build(timeouts, None, None)
     }
 
-    /// A client that tells `observer` of its requests, their latency and token fetches.
-    pub fn with_observer(
+    /// A client that reaches upstreams through `proxy` (where its `noProxy` does not say
+    /// otherwise; every host outpost talks to is decided on its own: registries, token realms,
+    /// redirect targets) and tells `observer` of its requests, their latency and token fetches.
+    pub fn build(
         timeouts: &Timeouts,
-        observer: Arc<dyn Observer>,
-    ) -> Result<Upstream, UpstreamError> {
-        Self::build(timeouts, Some(observer))
-    }
-
-    fn build(
-        timeouts: &Timeouts,
+        proxy: Option<oci::ProxySettings>,
         observer: Option<Arc<dyn Observer>>,
     ) -> Result<Upstream, UpstreamError> {
         Ok(Upstream {
             inner: Arc::new(Inner {
-                transport: Transport::new(timeouts, observer.clone()),
+                transport: Transport::new(timeouts, proxy, observer.clone()),
                 observer,
                 tokens: TokenCache::default(),
                 known: Mutex::new(HashMap::new()),

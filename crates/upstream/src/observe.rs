@@ -27,9 +27,20 @@ impl Default for Timeouts {
 /// Hears of the client's traffic. `host` is a host name from the target, a redirect or a token
 /// realm, never with credentials.
 pub trait Observer: Send + Sync {
-    /// One request sent: its response status (`None` when it failed) and the time to the
-    /// response headers.
-    fn response(&self, host: &str, status: Option<StatusCode>, elapsed: Duration);
+    /// One request sent: how it ended and the time to the response headers (or the failure).
+    fn response(&self, host: &str, outcome: Outcome, elapsed: Duration);
     /// One token fetched from a realm for `host`, and whether it worked.
     fn token_fetch(&self, host: &str, ok: bool);
+}
+
+/// How one upstream request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Response headers arrived with this status.
+    Status(StatusCode),
+    /// No response: connect, TLS, timeout or protocol failure.
+    Failed,
+    /// No response: the site's HTTP proxy failed (unreachable, refused the tunnel or the
+    /// credentials).
+    ProxyFailed,
 }

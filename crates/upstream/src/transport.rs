@@ -8,10 +8,7 @@
 //! handshake with a host fails, retry in plain HTTP; what worked is remembered per host.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,26 +19,26 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::error::{TimeoutStage, UpstreamError};
 use oci::TlsPolicy;
 
-use crate::{Observer, Timeouts};
+use crate::connect::{chain, TcpConnectError, TcpConnector, USER_AGENT};
+use crate::proxy::{self, ConnectError, ProxyConnector, ProxyFailure};
+use crate::{Observer, Outcome, Timeouts};
 
-type HttpClient = Client<HttpsConnector<TcpConnector>, Empty<Bytes>>;
+type HttpClient = Client<HttpsConnector<ProxyConnector>, Empty<Bytes>>;
 
 /// The most an upstream connection buffers at once (hyper's default is ~400 KiB): body frames
 /// are views of this buffer, so it bounds what a fill holds per frame.
 const READ_BUFFER: usize = 128 << 10;
-const USER_AGENT: &str = concat!("outpost/", env!("CARGO_PKG_VERSION"));
 
 pub(crate) struct Transport {
     timeouts: Timeouts,
@@ -51,12 +48,19 @@ pub(crate) struct Transport {
     insecure_schemes: Mutex<HashMap<String, bool>>,
     /// Every request sent is counted here (host, status, time to response headers), when set.
     observer: Option<Arc<dyn Observer>>,
+    /// The site's HTTP proxy, when there is one.
+    proxy: Option<Arc<oci::ProxySettings>>,
 }
 
 impl Transport {
-    pub(crate) fn new(timeouts: &Timeouts, observer: Option<Arc<dyn Observer>>) -> Transport {
+    pub(crate) fn new(
+        timeouts: &Timeouts,
+        proxy: Option<oci::ProxySettings>,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Transport {
         Transport {
             observer,
+            proxy: proxy.filter(|p| p.any()).map(Arc::new),
             timeouts: timeouts.clone(),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
             clients: Mutex::new(HashMap::new()),
@@ -145,18 +149,47 @@ impl Transport {
             http::header::USER_AGENT,
             HeaderValue::from_static(USER_AGENT),
         );
+        // A plain-HTTP request through the proxy is sent to the proxy itself (absolute form):
+        // its credentials go along. (An HTTPS request is inside a CONNECT tunnel, which carried
+        // them, and is not the proxy's to read.)
+        let via = proxy::route(self.proxy.as_deref(), &uri)
+            .filter(|_| uri.scheme() != Some(&Scheme::HTTPS));
+        if let Some(auth) = via.and_then(proxy::authorization) {
+            request
+                .headers_mut()
+                .insert(http::header::PROXY_AUTHORIZATION, auth);
+        }
 
         let started = Instant::now();
         let outcome =
             tokio::time::timeout(self.timeouts.response_header, client.request(request)).await;
         // Only the path: a redirect's query may carry a signature.
         let path = uri.path();
+        // The proxy's own refusal of a plain-HTTP request.
+        let outcome = match (outcome, via) {
+            (Ok(Ok(resp)), Some(proxy))
+                if resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
+            {
+                let origin = self
+                    .proxy
+                    .as_ref()
+                    .map_or(oci::ProxyOrigin::Config, |p| p.origin);
+                Ok(Err(Failure::Proxy(ProxyFailure::auth(
+                    proxy,
+                    proxy::setting_name(origin, false),
+                ))))
+            }
+            (Ok(Ok(resp)), _) => Ok(Ok(resp)),
+            (Ok(Err(e)), _) => Ok(Err(classify(&e))),
+            (Err(elapsed), _) => Err(elapsed),
+        };
         if let Some(observer) = &self.observer {
-            let status = match &outcome {
-                Ok(Ok(resp)) => Some(resp.status()),
-                _ => None,
+            let outcome = match &outcome {
+                Ok(Ok(resp)) => Outcome::Status(resp.status()),
+                Ok(Err(Failure::Proxy(_))) => Outcome::ProxyFailed,
+                _ => Outcome::Failed,
             };
-            observer.response(host, status, started.elapsed());
+            observer.response(host, outcome, started.elapsed());
         }
         match outcome {
             Ok(Ok(resp)) => {
@@ -167,8 +200,7 @@ impl Transport {
                 );
                 Ok(resp)
             }
-            Ok(Err(e)) => {
-                let failure = classify(&e);
+            Ok(Err(failure)) => {
                 tracing::debug!(
                     %method, host, path, error = %failure,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -196,9 +228,13 @@ impl Transport {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
-        let tcp = TcpConnector {
-            inner: http,
-            timeout: self.timeouts.connect,
+        let tcp = ProxyConnector {
+            tcp: TcpConnector {
+                inner: http,
+                timeout: self.timeouts.connect,
+            },
+            settings: self.proxy.clone(),
+            connect_timeout: self.timeouts.connect,
         };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -295,6 +331,8 @@ enum Failure {
     HeaderTimeout,
     /// Anything after connecting (connection closed, protocol error).
     Other(String),
+    /// The proxy hop failed.
+    Proxy(ProxyFailure),
     /// Could not build the client or request.
     Built(UpstreamError),
 }
@@ -306,6 +344,7 @@ impl std::fmt::Display for Failure {
             Failure::HeaderTimeout => f.write_str("response headers timed out"),
             Failure::Connect(d) | Failure::Handshake(d) | Failure::Other(d) => f.write_str(d),
             Failure::Built(e) => write!(f, "{e}"),
+            Failure::Proxy(p) => write!(f, "{p}"),
         }
     }
 }
@@ -328,6 +367,11 @@ impl Failure {
             Failure::Handshake(detail) => UpstreamError::Tls { host, detail },
             Failure::Other(detail) => UpstreamError::Protocol { host, detail },
             Failure::Built(e) => e,
+            Failure::Proxy(p) => UpstreamError::Proxy {
+                host,
+                proxy: p.proxy,
+                problem: p.problem,
+            },
         }
     }
 }
@@ -335,10 +379,14 @@ impl Failure {
 fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if let Some(tcp) = e.downcast_ref::<TcpConnectError>() {
-            return match tcp {
-                TcpConnectError::TimedOut => Failure::ConnectTimeout,
-                TcpConnectError::Failed(_) => Failure::Connect(chain(tcp)),
+        if let Some(connect) = e.downcast_ref::<ConnectError>() {
+            return match connect {
+                ConnectError::Direct(TcpConnectError::TimedOut) => Failure::ConnectTimeout,
+                ConnectError::Direct(tcp) => Failure::Connect(chain(tcp)),
+                ConnectError::Proxy(p) => Failure::Proxy(ProxyFailure {
+                    proxy: p.proxy.clone(),
+                    problem: p.problem.clone(),
+                }),
             };
         }
         source = e.source();
@@ -347,61 +395,6 @@ fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
         Failure::Handshake(chain(err))
     } else {
         Failure::Other(chain(err))
-    }
-}
-
-/// `outer: inner: innermost`, skipping repeats.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut source = Some(err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
-}
-
-/// A TCP connect failure, told apart from a TLS failure on an established connection.
-#[derive(Debug, thiserror::Error)]
-enum TcpConnectError {
-    #[error("connect timed out")]
-    TimedOut,
-    #[error("connect failed")]
-    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-/// hyper-util's `HttpConnector` with an overall connect deadline (DNS included) and errors that
-/// say they happened before TLS.
-#[derive(Clone)]
-struct TcpConnector {
-    inner: HttpConnector,
-    timeout: Duration,
-}
-
-impl tower::Service<Uri> for TcpConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = TcpConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| TcpConnectError::Failed(Box::new(e)))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, connecting).await {
-                Ok(Ok(stream)) => Ok(stream),
-                Ok(Err(e)) => Err(TcpConnectError::Failed(Box::new(e))),
-                Err(_) => Err(TcpConnectError::TimedOut),
-            }
-        })
     }
 }
 

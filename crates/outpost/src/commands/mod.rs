@@ -23,9 +23,14 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    /// Loads the files; a refused configuration is [`Failure::Config`].
+    /// Loads the files, then the proxy of the environment when they set none; a refused
+    /// configuration is [`Failure::Config`].
     pub fn load(&self) -> Result<config::Loaded, Failure> {
-        config::load(&self.files).map_err(|e| Failure::Config(e.to_string()))
+        let mut loaded = config::load(&self.files).map_err(|e| Failure::Config(e.to_string()))?;
+        loaded
+            .apply_proxy_environment(|name| std::env::var(name).ok())
+            .map_err(Failure::Config)?;
+        Ok(loaded)
     }
 }
 
