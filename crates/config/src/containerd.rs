@@ -107,6 +107,27 @@ impl Endpoint {
     pub fn is_https(&self) -> bool {
         self.https
     }
+
+    /// What to tell the operator when the site has a proxy: containerd (which on such sites
+    /// uses the proxy too) must reach outpost directly, so outpost's host belongs in
+    /// containerd's `NO_PROXY`. `None` when there is no proxy, when outpost is on loopback (Go
+    /// programs such as containerd never send loopback through a proxy) or when `noProxy`
+    /// already names it.
+    pub fn proxy_hint(&self, config: &Config) -> Option<String> {
+        let proxy = config.proxy.as_ref().filter(|p| p.any())?;
+        let (host, port) = oci::split_host_port(&self.authority)?;
+        let port = port.unwrap_or(if self.https { 443 } else { 80 });
+        let loopback =
+            host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if loopback || proxy.no_proxy.matches(&host, port) {
+            return None;
+        }
+        Some(format!(
+            "a proxy is configured for this site: containerd must reach outpost at {self} \
+             directly, so add {host} to containerd's NO_PROXY (on Palette, to \
+             `stylus.site.network.noProxy`, which containerd gets as well)"
+        ))
+    }
 }
 
 impl fmt::Display for Endpoint {
@@ -346,6 +367,32 @@ mod tests {
             ca: ca.map(str::to_owned),
             fallback,
             client: None,
+        }
+    }
+
+    #[test]
+    fn a_proxy_hint_when_containerd_would_send_outpost_through_the_proxy() {
+        let mut config = Config::default();
+        let node = Endpoint::parse("https://10.0.0.5:5000").unwrap();
+        assert_eq!(node.proxy_hint(&config), None, "no proxy");
+        config.proxy = Some(oci::ProxySettings {
+            http: None,
+            https: Some("http://proxy.site.local:3128".parse().unwrap()),
+            no_proxy: ".site.local".parse().unwrap(),
+            origin: oci::ProxyOrigin::Config,
+        });
+        let hint = node.proxy_hint(&config).expect("a hint");
+        assert!(
+            hint.contains("add 10.0.0.5 to containerd's NO_PROXY"),
+            "{hint}"
+        );
+        for direct in [
+            "https://127.0.0.1:5000",
+            "http://[::1]:5000",
+            "https://node.site.local:5000",
+        ] {
+            let endpoint = Endpoint::parse(direct).unwrap();
+            assert_eq!(endpoint.proxy_hint(&config), None, "{direct}");
         }
     }
 

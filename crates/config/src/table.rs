@@ -34,6 +34,8 @@ pub struct RouteRow {
     pub insecure: bool,
     /// `stored` in the local registry, or `pass-through`.
     pub content: String,
+    /// `direct`, or the proxy the upstream is reached through (its password as `****`).
+    pub via: String,
 }
 
 fn credentials_label(credentials: Option<&Credentials>) -> String {
@@ -69,6 +71,42 @@ fn row(config: &Config, source: &str, target: Target) -> RouteRow {
         extra_cas: subjects(&target.tls.extra_cas),
         insecure,
         content: if stored { "stored" } else { "pass-through" }.to_owned(),
+        via: String::new(),
+    }
+}
+
+/// How `host` (`host[:port]`, or `<source host>` for the catch-all) is reached: `direct`, or
+/// through which proxy. An insecure upstream is tried in HTTPS first, then in plain HTTP, which
+/// may take different proxies.
+fn via(config: &Config, host: &str, insecure: bool) -> String {
+    let Some(proxy) = &config.proxy else {
+        return "direct".to_owned();
+    };
+    let decide = |https: bool| -> String {
+        if host.starts_with('<') {
+            // Any host: the proxy of the scheme, where noProxy does not name it.
+            let url = if https { &proxy.https } else { &proxy.http };
+            return match url {
+                None => "direct".to_owned(),
+                Some(url) if proxy.no_proxy.is_empty() => url.to_string(),
+                Some(url) => format!("{url} (unless noProxy names the host)"),
+            };
+        }
+        let (name, port) = oci::split_host_port(host).unwrap_or((host.to_owned(), None));
+        let port = port.unwrap_or(if https { 443 } else { 80 });
+        proxy
+            .proxy_for(https, &name, port)
+            .map_or_else(|| "direct".to_owned(), ToString::to_string)
+    };
+    let https = decide(true);
+    if !insecure {
+        return https;
+    }
+    let plain = decide(false);
+    if plain == https {
+        https
+    } else {
+        format!("https: {https}; http: {plain}")
     }
 }
 
@@ -119,6 +157,9 @@ pub fn routing_table(config: &Config) -> Vec<RouteRow> {
         },
     };
     rows.push(row(config, "*", catch_all));
+    for r in &mut rows {
+        r.via = via(config, &r.host, r.insecure);
+    }
     rows
 }
 
@@ -130,8 +171,9 @@ pub fn render_text(rows: &[RouteRow]) -> String {
         "CREDENTIALS",
         "EXTRA CAS",
         "CONTENT",
+        "VIA",
     ];
-    let cells: Vec<[String; 5]> = rows
+    let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|r| {
             let scheme = if r.insecure { "http" } else { "https" };
@@ -153,6 +195,7 @@ pub fn render_text(rows: &[RouteRow]) -> String {
                 r.credentials.clone(),
                 cas,
                 r.content.clone(),
+                r.via.clone(),
             ]
         })
         .collect();

@@ -16,8 +16,24 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn check(files: &[&Path], json: bool) -> Output {
+    check_with_env(files, json, &[])
+}
+
+/// `outpost check` with exactly `env` of the proxy variables set (the others removed).
+fn check_with_env(files: &[&Path], json: bool, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
     cmd.arg("check");
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
     for file in files {
         cmd.arg("--config").arg(file);
     }
@@ -78,7 +94,8 @@ fn check_prints_the_routing_table_and_warnings_and_exits_0() {
         "{rule}"
     );
     assert!(rule.contains("robot ****"), "{rule}");
-    assert!(rule.ends_with("stored"), "{rule}");
+    assert!(rule.contains("  stored  "), "{rule}");
+    assert!(rule.ends_with("  direct"), "{rule}");
     let docker = row("docker.io");
     assert!(
         docker.contains("10.10.254.254:8000/spectro-images/docker.io"),
@@ -87,8 +104,8 @@ fn check_prints_the_routing_table_and_warnings_and_exits_0() {
     assert!(docker.contains("ubuntu ****"), "{docker}");
     assert!(docker.contains("(insecure)"), "{docker}");
     let infra = row("quay.io/kairos/core-ubuntu-20-lts-rke2");
-    assert!(infra.ends_with("pass-through"), "{infra}");
-    assert!(row("quay.io").ends_with("stored"));
+    assert!(infra.contains("  pass-through  "), "{infra}");
+    assert!(row("quay.io").contains("  stored  "));
     assert!(row("*").contains("10.10.254.254:8000/spectro-images/<source>"));
     // Columns are aligned: every row starts its destination where the header does.
     let column = lines[0].find("DESTINATION").unwrap();
@@ -259,7 +276,8 @@ fn check_without_config_runs_on_defaults() {
     assert!(
         stdout.lines().any(|l| l.starts_with("docker.io ")
             && l.contains("https://registry-1.docker.io")
-            && l.ends_with("stored")),
+            && l.contains("  stored  ")
+            && l.ends_with("  direct")),
         "{stdout}"
     );
     assert!(out.stderr.is_empty(), "no warnings: {}", text(&out.stderr));
@@ -387,5 +405,90 @@ fn an_unprotected_listen_address_beyond_loopback_is_refused() {
         text(&out.stderr).contains("outpost.tls.cert"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_shows_which_upstreams_go_through_the_site_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = "stylus:\n  site:\n    network:\n      httpProxy: http://proxy.site.local:3128\n      httpsProxy: http://edge:pr0xy-pw@proxy.site.local:3128\n      noProxy: 10.0.0.0/8,.site.local\n";
+    let user_data = write(dir.path(), "user-data", USER_DATA);
+    let site = write(dir.path(), "network.yaml", network);
+    let out = check_with_env(
+        &[&user_data, &site],
+        false,
+        &[("HTTPS_PROXY", "http://env:1")],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].ends_with("CONTENT  VIA"), "{stdout}");
+    let row = |source: &str| -> &str {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(source))
+            .unwrap_or_else(|| panic!("no row for {source}: {stdout}"))
+    };
+    // The external registry 10.10.254.254:8000 is in noProxy; registry.example.com is not.
+    assert!(row("docker.io").ends_with("  direct"), "{stdout}");
+    let rule = row("us-docker.pkg.dev/palette-images");
+    assert!(
+        rule.ends_with("  http://edge:****@proxy.site.local:3128"),
+        "{rule}"
+    );
+    assert!(!stdout.contains("pr0xy-pw") && !stderr.contains("pr0xy-pw"));
+    // The environment's proxy is named as ignored.
+    assert!(
+        stderr.contains("HTTPS_PROXY") && stderr.contains("ignored"),
+        "{stderr}"
+    );
+
+    let out = check_with_env(&[&user_data, &site], true, &[]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rule = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "us-docker.pkg.dev/palette-images")
+        .unwrap();
+    assert_eq!(rule["via"], "http://edge:****@proxy.site.local:3128");
+    assert!(!text(&out.stdout).contains("pr0xy-pw"));
+}
+
+#[test]
+fn check_reads_the_proxy_of_the_environment_when_the_files_set_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_data = write(dir.path(), "user-data", USER_DATA);
+    let env = [
+        ("https_proxy", "http://proxy.local:3128"),
+        ("NO_PROXY", "registry.example.com"),
+    ];
+    let out = check_with_env(&[&user_data], false, &env);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let line = |source: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(source))
+            .unwrap_or_else(|| panic!("no row for {source}: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("us-docker.pkg.dev/palette-images").ends_with("  direct"),
+        "{stdout}"
+    );
+    // The insecure external registry: HTTPS through the proxy, its plain-HTTP fallback direct
+    // (no http_proxy).
+    assert!(
+        line("docker.io").ends_with("https: http://proxy.local:3128; http: direct"),
+        "{stdout}"
+    );
+
+    let out = check_with_env(&[&user_data], false, &[("HTTP_PROXY", "socks5://x:1")]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("HTTP_PROXY") && stderr.contains("http://"),
+        "{stderr}"
     );
 }

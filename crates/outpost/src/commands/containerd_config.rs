@@ -59,6 +59,9 @@ pub fn run(args: ContainerdConfigArgs) -> Result<(), Failure> {
             settings.endpoint
         );
     }
+    if let Some(hint) = settings.endpoint.proxy_hint(config) {
+        eprintln!("note: {hint}");
+    }
     let files = containerd::plan(&containerd::known_registries(config), &settings);
     let written = containerd::write(&args.out, &files).map_err(Failure::other)?;
     print!("{}", summary(&args.out, &written, &settings));
