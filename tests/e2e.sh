@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # tests/e2e.sh -- run outpost's end-to-end suite against real software on 127.0.0.1:
 # Debian's docker-registry (Docker Distribution 2.8) as upstreams, skopeo, containerd (ctr) and
-# curl as clients. Installs the Debian packages that are missing (needs root or sudo), builds the
-# outpost binary, then runs tests/e2e.rs one test at a time (the tests start daemons and ports).
+# curl as clients, tinyproxy as a site's HTTP proxy. Installs the Debian packages that are missing
+# (needs root or sudo), builds the outpost binary, then runs tests/e2e*.rs one test at a time (the
+# tests start daemons and ports).
 #
 # Usage: bash tests/e2e.sh [TEST-NAME-FILTER]     e.g. bash tests/e2e.sh offline
 # Env:   CARGO_PROFILE_FLAGS (e.g. --release) is passed to both cargo commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo containerd curl apache2-utils)
+packages=(docker-registry skopeo containerd curl apache2-utils tinyproxy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -36,4 +37,4 @@ export OUTPOST_BIN="$target_dir/$profile/outpost"
 echo "e2e: outpost binary: $OUTPOST_BIN" >&2
 
 # shellcheck disable=SC2086
-exec cargo test ${CARGO_PROFILE_FLAGS:-} -p outpost-tests --features e2e --test e2e --test e2e_archive -- --test-threads=1 "$@"
+exec cargo test ${CARGO_PROFILE_FLAGS:-} -p outpost-tests --features e2e --test e2e --test e2e_archive --test e2e_proxy -- --test-threads=1 "$@"

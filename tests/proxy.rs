@@ -281,6 +281,15 @@ async fn proxy_refusals_are_errors_that_name_the_proxy_and_the_setting() {
     assert!(message.contains("check the user and password in stylus.site.network.httpsProxy"));
     assert!(message.contains("http://edge:****@"), "{message}");
     assert!(!message.contains("wr0ng-pw"), "{message}");
+    // As tinyproxy 1.11 answers a CONNECT with wrong credentials: 401, the same failure.
+    proxy.answer_wrong_credentials_with(StatusCode::UNAUTHORIZED);
+    let outpost = Outpost::start(config.clone()).await;
+    let (status, _, message) = manifest_error(&outpost, "v1").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        message.contains("refused outpost's credentials (401 Unauthorized)"),
+        "{message}"
+    );
 
     // A tunnel the proxy refuses: its status.
     proxy.refuse_connect_to(&fake.host());

@@ -6,5 +6,6 @@ pub mod outpost;
 pub mod own_process;
 pub mod proxy;
 pub mod real;
+pub mod token_server;
 pub mod tools;
 pub mod wait;

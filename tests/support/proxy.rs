@@ -48,6 +48,8 @@ struct State {
     requests: Mutex<Vec<ProxyRequest>>,
     /// `Basic …` the proxy requires, when set.
     credentials: Mutex<Option<String>>,
+    /// The status for credentials that are present but wrong (407; tinyproxy 1.11 sends 401).
+    wrong_credentials: Mutex<Option<StatusCode>>,
     /// Hosts (`host:port` or host) that CONNECT is refused to.
     refused: Mutex<Vec<String>>,
     /// Every connection and tunnel, aborted by [`FakeProxy::stop`].
@@ -110,6 +112,12 @@ impl FakeProxy {
     pub fn require_credentials(&self, user: &str, password: &str) {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         *lock(&self.state.credentials) = Some(format!("Basic {token}"));
+    }
+
+    /// Answer credentials that are present but wrong with `status` instead of 407 (tinyproxy
+    /// 1.11 answers them with `401 Unauthorized`).
+    pub fn answer_wrong_credentials_with(&self, status: StatusCode) {
+        *lock(&self.state.wrong_credentials) = Some(status);
     }
 
     /// Refuse `CONNECT` to `host` (`host:port`, or a host name for any port) with `403`.
@@ -211,8 +219,12 @@ async fn handle(
 
     let required = lock(&state.credentials).clone();
     if required.is_some() && auth != required {
-        record(StatusCode::PROXY_AUTHENTICATION_REQUIRED);
-        let mut response = empty(StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+        let status = match (&auth, *lock(&state.wrong_credentials)) {
+            (Some(_), Some(status)) => status,
+            _ => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        };
+        record(status);
+        let mut response = empty(status);
         response.headers_mut().insert(
             header::PROXY_AUTHENTICATE,
             http::HeaderValue::from_static("Basic realm=\"fake proxy\""),

@@ -354,6 +354,22 @@ impl Registry {
             .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
+    /// From now on, require Bearer tokens of `tokens` (Distribution's `auth.token`) instead of
+    /// any htpasswd: restarts the registry on the same port and data (push first: pushing needs
+    /// the old auth).
+    pub fn require_tokens(&mut self, tokens: &crate::token_server::TokenServer) {
+        let path = self.dir.path().join("config.yml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let config = match config.find("auth:\n") {
+            Some(at) => config[..at].to_owned(),
+            None => config,
+        };
+        std::fs::write(&path, config + &tokens.distribution_auth()).unwrap();
+        self.options.htpasswd = None;
+        self.stop();
+        self.restart();
+    }
+
     /// Pushes `image` as `repository:tag`, with this registry's credentials and CA.
     pub fn push(&self, image: &Image, repository: &str, tag: &str) {
         let url = self.url();
@@ -1000,4 +1016,85 @@ pub fn curl_pull(
         );
     }
     digest
+}
+
+/// Debian's `tinyproxy` on 127.0.0.1 (a site's HTTP proxy): `CONNECT` to any port, plain-HTTP
+/// requests in absolute form, optional Basic credentials (`BasicAuth`), every request in its
+/// log ([`Tinyproxy::requests`]).
+pub struct Tinyproxy {
+    process: Option<Guarded>,
+    dir: tempfile::TempDir,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
+impl Tinyproxy {
+    /// Starts tinyproxy and waits until its port accepts connections.
+    pub fn start(credentials: Option<(&str, &str)>) -> Tinyproxy {
+        let dir = temp_dir("outpost-e2e-tinyproxy.");
+        let port = free_port();
+        let mut config = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 60\nLogFile \"{}\"\nLogLevel Connect\n\
+             MaxClients 200\nAllow 127.0.0.1\nDisableViaHeader Yes\n",
+            dir.path().join("tinyproxy.log").display()
+        );
+        if let Some((user, password)) = credentials {
+            config.push_str(&format!("BasicAuth {user} {password}\n"));
+        }
+        let file = dir.path().join("tinyproxy.conf");
+        std::fs::write(&file, config).unwrap();
+        let mut cmd = Tool::Tinyproxy.command();
+        cmd.arg("-d").arg("-c").arg(&file);
+        let stderr = dir.path().join("tinyproxy.stderr");
+        let mut process = Guarded::spawn(
+            cmd,
+            &dir.path().join("tinyproxy.stdout"),
+            &stderr,
+            &format!("tinyproxy on port {port}"),
+        );
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        wait_until(&mut process, &stderr, Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        Tinyproxy {
+            process: Some(process),
+            dir,
+            port,
+            credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        }
+    }
+
+    /// `http://[user:password@]127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        match &self.credentials {
+            Some((user, password)) => format!("http://{user}:{password}@127.0.0.1:{}", self.port),
+            None => self.url_without_credentials(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url_without_credentials(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request tinyproxy logged so far: (method, target), the target `host:port` for
+    /// `CONNECT` and the absolute URL otherwise.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default();
+        // `CONNECT   Dec 02 13:54:26.315 [26123]: Request (file descriptor 5): GET http://… HTTP/1.1`
+        log.lines()
+            .filter_map(|line| line.split_once("]: Request (file descriptor "))
+            .filter_map(|(_, rest)| rest.split_once("): "))
+            .filter_map(|(_, request)| {
+                let mut parts = request.split_whitespace();
+                Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Stops the proxy (kill and reap): the site's proxy is down.
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
 }

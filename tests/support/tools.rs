@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 /// The command that installs everything the end-to-end suite needs.
 pub const INSTALL_HINT: &str =
-    "sudo apt-get install -y --no-install-recommends docker-registry skopeo containerd curl \
+    "sudo apt-get install -y --no-install-recommends docker-registry skopeo containerd curl tinyproxy \
      (or run `bash tests/e2e.sh`, which installs what is missing and runs the suite)";
 
 /// A program the end-to-end suite runs, and the Debian package that ships it.
@@ -22,6 +22,8 @@ pub enum Tool {
     Ctr,
     Containerd,
     Curl,
+    /// A site's HTTP proxy.
+    Tinyproxy,
 }
 
 impl Tool {
@@ -33,6 +35,7 @@ impl Tool {
             Tool::Ctr => "ctr",
             Tool::Containerd => "containerd",
             Tool::Curl => "curl",
+            Tool::Tinyproxy => "tinyproxy",
         }
     }
 
@@ -43,6 +46,7 @@ impl Tool {
             Tool::Skopeo => "skopeo",
             Tool::Ctr | Tool::Containerd => "containerd",
             Tool::Curl => "curl",
+            Tool::Tinyproxy => "tinyproxy",
         }
     }
 

@@ -79,17 +79,18 @@ impl ProxyFailure {
         }
     }
 
-    /// A `407 Proxy Authentication Required` answer.
-    pub(crate) fn auth(proxy: &ProxyUrl, setting: &str) -> ProxyFailure {
+    /// The proxy asked for credentials: `status` is its answer (`407 Proxy Authentication
+    /// Required`, or `401 Unauthorized` as tinyproxy answers wrong ones to `CONNECT`).
+    pub(crate) fn auth(proxy: &ProxyUrl, setting: &str, status: &str) -> ProxyFailure {
         let problem = if proxy.credentials.is_some() {
             format!(
-                "refused outpost's credentials (407 Proxy Authentication Required); check the \
-                 user and password in {setting}"
+                "refused outpost's credentials ({status}); check the user and password in \
+                 {setting}"
             )
         } else {
             format!(
-                "asks for credentials (407 Proxy Authentication Required) and none are \
-                 configured; add `user:password@` to the proxy URL in {setting}"
+                "asks for credentials ({status}) and none are configured; add \
+                 `user:password@` to the proxy URL in {setting}"
             )
         };
         ProxyFailure::new(proxy, problem)
@@ -171,9 +172,10 @@ impl tower::Service<Uri> for ProxyConnector {
             let target = authority(&uri);
             match tokio::time::timeout(timeout, tunnel(stream, &target, &proxy)).await {
                 Ok(Ok((stream, early))) => Ok(Conn::new(stream, early, false)),
-                Ok(Err(Tunnel::Auth)) => Err(ConnectError::Proxy(ProxyFailure::auth(
+                Ok(Err(Tunnel::Auth(status))) => Err(ConnectError::Proxy(ProxyFailure::auth(
                     &proxy,
                     setting_name(origin, true),
+                    &status,
                 ))),
                 Ok(Err(Tunnel::Failed(problem))) => {
                     Err(ConnectError::Proxy(ProxyFailure::new(&proxy, problem)))
@@ -198,7 +200,8 @@ fn authority(uri: &Uri) -> String {
 }
 
 enum Tunnel {
-    Auth,
+    /// The proxy's status line: it wants (other) credentials.
+    Auth(String),
     Failed(String),
 }
 
@@ -241,7 +244,9 @@ async fn tunnel(
                 let reason = response.reason.unwrap_or_default().to_owned();
                 return match code {
                     200..=299 => Ok((stream, Bytes::copy_from_slice(&answer[len..]))),
-                    407 => Err(Tunnel::Auth),
+                    // A CONNECT is answered by the proxy alone: a 401 is the proxy's too
+                    // (tinyproxy 1.11 answers wrong credentials so).
+                    401 | 407 => Err(Tunnel::Auth(format!("{code} {reason}"))),
                     _ => Err(Tunnel::Failed(format!(
                         "refused the tunnel to {target}: {code} {reason}; check that the proxy \
                          allows CONNECT to that host and port"

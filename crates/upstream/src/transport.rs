@@ -177,6 +177,7 @@ impl Transport {
                 Ok(Err(Failure::Proxy(ProxyFailure::auth(
                     proxy,
                     proxy::setting_name(origin, false),
+                    "407 Proxy Authentication Required",
                 ))))
             }
             (Ok(Ok(resp)), _) => Ok(Ok(resp)),
