@@ -232,3 +232,39 @@ fn wrong_proxy_credentials_are_named_and_nothing_bypasses_the_proxy() {
     );
     assert_eq!(tokens.issued(), 0);
 }
+
+#[test]
+fn a_proxy_without_credentials_carries_both_upstreams() {
+    let proxy = Tinyproxy::start(None);
+    let secure = Registry::start(RegistryOptions {
+        htpasswd: Some((USER.to_owned(), PASS.to_owned())),
+        tls: true,
+    });
+    let app = Image::build(&ImageSpec::small(75));
+    secure.push(&app, "spectro/quay.io/kairos/core", "v2");
+    let tokens = TokenServer::start("127.0.0.2");
+    let mut plain = Registry::start(RegistryOptions::default());
+    let tool = Image::build(&ImageSpec::small(76));
+    plain.push(&tool, "mirror/library/tool", "v2");
+    plain.require_tokens(&tokens);
+    let outpost = Outpost::start(&config(&secure, &plain, &proxy.url()));
+
+    for (reference, image) in [("quay.io/kairos/core:v2", &app), ("library/tool:v2", &tool)] {
+        let pulled = skopeo_pull(&format!("{}/{reference}", outpost.host()), &insecure());
+        assert_eq!(&pulled.top, image.digest(), "{reference}");
+        assert_eq!(pulled.blobs, expected_single(image), "{reference}");
+    }
+    let requests = proxy.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|(m, t)| m == "CONNECT" && *t == secure.host()),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|(m, t)| m == "GET" && t.starts_with(&tokens.realm())),
+        "{requests:#?}"
+    );
+}
