@@ -1,8 +1,8 @@
 //! What outpost reads of an upstream's answers to `tags/list` and `referrers/<digest>`, and of
 //! its error answers to anything:
-//! - a 2xx `tags/list` body, as `origin::fetch_tags` parses it (`origin::parse_tag_list`) and
-//!   `api::tags` then renames it to the client's name (its one line mirrored here: it is inside
-//!   the async handler), and its `Link` header, rewritten by `api::rewrite_link` (both through
+//! - a 2xx `tags/list` body, as `origin::fetch_tags` parses it (`origin::parse_tag_list`), its
+//!   `Link` header, of which `origin::next_query` takes the next page's query, and the page
+//!   `api::tags` then makes of the tags (`paging::page` and `paging::next_link`; all through
 //!   `server::fuzzing`, feature `fuzzing`);
 //! - a `referrers` body is passed through unread (only its `Content-Type` is kept), so here it
 //!   is only probed as a manifest would be;
@@ -17,7 +17,7 @@
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use libfuzzer_sys::fuzz_target;
 use oci::{Target, TlsPolicy};
-use server::fuzzing::{parse_tag_list, rewrite_link, Kind};
+use server::fuzzing::{next_link, next_query, page, parse_tag_list, Kind};
 use server::ApiError;
 
 const CLIENT_NAME: &str = "quay.io/kairos/core";
@@ -61,21 +61,22 @@ fuzz_target!(|data: &[u8]| {
 
 /// `origin::fetch_tags` then `api::tags`, without the network.
 fn tag_list(body: &[u8], headers: &HeaderMap) {
-    let Ok(mut list) = parse_tag_list(body) else {
+    let Ok(tags) = parse_tag_list(body) else {
         return;
     };
-    let link = headers
-        .get(header::LINK)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    // api::tags
-    let link = link.and_then(|v| rewrite_link(&v, CLIENT_NAME, Some("quay.io")));
-    list.insert(
-        "name".to_owned(),
-        serde_json::Value::String(CLIENT_NAME.to_owned()),
-    );
-    let _ = serde_json::Value::Object(list).to_string();
-    if let Some(link) = link {
-        let _ = HeaderValue::from_str(&link);
+    if let Some(link) = headers.get(header::LINK).and_then(|v| v.to_str().ok()) {
+        if let Some(query) = next_query(link) {
+            assert!(!query.is_empty());
+        }
     }
+    // api::tags, with a page size and a `last` taken from the body itself
+    let n = tags.len() as u32 / 2;
+    let last = tags.first().cloned();
+    let (page, more) = page(tags, Some(n), last.as_deref());
+    assert!(page.len() <= n as usize);
+    assert!(page.windows(2).all(|w| w[0] < w[1]), "sorted and deduplicated");
+    if let Some(link) = next_link("/v2/quay.io/kairos/core/tags/list", &page, more, Some(n), Some("quay.io")) {
+        assert!(HeaderValue::from_str(&link).is_ok(), "{link}");
+    }
+    let _ = serde_json::json!({ "name": CLIENT_NAME, "tags": page }).to_string();
 }

@@ -190,6 +190,8 @@ struct State {
     chunked_blobs: AtomicBool,
     /// The body every `tags/list` is answered with (200), instead of the repository's tags.
     tags_body: Mutex<Option<Bytes>>,
+    /// Pages of `tags/list` without `n` (as GHCR and Quay paginate by default).
+    tag_page_size: Mutex<Option<usize>>,
     realm_host: Mutex<Option<String>>,
     log: Mutex<Vec<RecordedRequest>>,
     blob_bytes_sent: Arc<AtomicU64>,
@@ -221,6 +223,7 @@ impl State {
             refuse_tokens: AtomicBool::new(false),
             chunked_blobs: AtomicBool::new(false),
             tags_body: Mutex::new(None),
+            tag_page_size: Mutex::new(None),
             realm_host: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             blob_bytes_sent: Arc::new(AtomicU64::new(0)),
@@ -576,6 +579,12 @@ impl FakeRegistry {
     /// Answers every `tags/list` with `200` and this body (`None`: the repository's tags).
     pub fn tags_body(&self, body: Option<&'static str>) {
         *lock(&self.state().tags_body) = body.map(|b| Bytes::from_static(b.as_bytes()));
+    }
+
+    /// Answers `tags/list` without `n` in pages of `size` tags, each with a `Link` to the next
+    /// (`None`: the whole list).
+    pub fn tag_page_size(&self, size: Option<usize>) {
+        *lock(&self.state().tag_page_size) = size;
     }
 
     /// Keeps issuing tokens but refuses every one of them on `/v2/` (as a registry does whose
@@ -991,7 +1000,10 @@ fn tags_list(state: &State, repo: &str, query: Option<&str>) -> Response<FakeBod
     };
     let params = parse_query(query);
     let last = params.get("last");
-    let n: Option<usize> = params.get("n").and_then(|n| n.parse().ok());
+    let n: Option<usize> = params
+        .get("n")
+        .and_then(|n| n.parse().ok())
+        .or(*lock(&state.tag_page_size));
     let all: Vec<&String> = r
         .tags
         .keys()

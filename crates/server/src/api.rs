@@ -14,7 +14,8 @@ use crate::body::{empty, full, Body};
 use crate::error::ApiError;
 use crate::metrics;
 use crate::origin;
-use crate::response::{self, Outcome, API_VERSION};
+use crate::paging;
+use crate::response::{self, Outcome, API_VERSION, STALE_WARNING};
 use crate::route::{self, Operation, Route};
 
 /// Answers one request. Never fails: errors become OCI error responses.
@@ -108,26 +109,13 @@ async fn repository_free(app: &App, route: &Route) -> Result<Response<Body>, Api
 
 /// `_catalog`: one page of the sorted repository names after `last`, with a `Link` to the next.
 fn catalog(
-    mut repositories: Vec<String>,
+    repositories: Vec<String>,
     n: Option<u32>,
     last: Option<&str>,
     head: bool,
 ) -> Response<Body> {
-    if let Some(last) = last {
-        repositories.retain(|r| r.as_str() > last);
-    }
-    let mut link = None;
-    if let Some(n) = n.map(|n| n as usize) {
-        if repositories.len() > n {
-            repositories.truncate(n);
-            if let Some(next) = repositories.last() {
-                link = Some(format!(
-                    "</v2/_catalog?n={n}&last={}>; rel=\"next\"",
-                    upstream::encode_query_value(next)
-                ));
-            }
-        }
-    }
+    let (repositories, more) = paging::page(repositories, n, last);
+    let link = paging::next_link("/v2/_catalog", &repositories, more, n, None);
     let body = serde_json::json!({ "repositories": repositories }).to_string();
     let mut response = response::json(StatusCode::OK, body.into(), head);
     if let Some(value) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
@@ -169,8 +157,9 @@ async fn blob(
     origin::pass_blob(&app.upstream, target, digest, range, head).await
 }
 
-/// `tags/list`: the upstream's list under the client's name; when the upstream is unavailable,
-/// the tags known locally (the same stale-if-error rule as manifests).
+/// `tags/list`: every tag of the upstream's list (or, when the upstream is unavailable, the tags
+/// known locally: the same stale-if-error rule as manifests), sorted and paginated by outpost
+/// ([`paging`]), under the client's name, with a `Link` to the next page.
 async fn tags(
     app: &App,
     route: &Route,
@@ -179,58 +168,33 @@ async fn tags(
     n: Option<u32>,
     last: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let fetch = origin::fetch_tags(&app.upstream, target, n, last);
+    let fetch = origin::fetch_tags(&app.upstream, target);
     let fetched = match &app.cache {
         Some(cache) => cache.ask(target, fetch).await,
         None => fetch.await,
     };
-    let origin::TagList { mut list, link } = match (fetched, &app.cache) {
-        (Ok(list), _) => list,
+    let (tags, stale) = match (fetched, &app.cache) {
+        (Ok(tags), _) => (tags, false),
         (Err(error), Some(cache)) if error.is_unavailable() => {
-            return cache
-                .local_tags(&route.client_name, source, n, last, route.head, error)
-                .await;
+            (cache.local_tags(source, error).await?, true)
         }
         (Err(error), _) => return Err(error),
     };
-    let link = link.and_then(|v| rewrite_link(&v, &route.client_name, route.ns.as_deref()));
-    // The upstream names its own repository; the client asked for its name.
-    list.insert(
-        "name".to_owned(),
-        serde_json::Value::String(route.client_name.clone()),
-    );
-    let body = Bytes::from(serde_json::Value::Object(list).to_string());
-    let mut response = response::json(StatusCode::OK, body, route.head);
+    let (tags, more) = paging::page(tags, n, last);
+    let path = format!("/v2/{}/tags/list", route.client_name);
+    let link = paging::next_link(&path, &tags, more, n, route.ns.as_deref());
+    let body = serde_json::json!({ "name": route.client_name, "tags": tags }).to_string();
+    let mut response = response::json(StatusCode::OK, body.into(), route.head);
     if let Some(value) = link.and_then(|link| HeaderValue::from_str(&link).ok()) {
         response.headers_mut().insert(header::LINK, value);
     }
-    Ok(response)
-}
-
-/// Rewrites an upstream `Link: <…/tags/list?n=2&last=b>; rel="next"` to outpost's own path for the
-/// client's name, keeping the pagination query (and containerd's `ns`).
-pub fn rewrite_link(link: &str, client_name: &str, ns: Option<&str>) -> Option<String> {
-    let start = link.find('<')?;
-    let end = link[start..].find('>')? + start;
-    let url = &link[start + 1..end];
-    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let mut params: Vec<String> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("ns="))
-        .map(str::to_owned)
-        .collect();
-    if let Some(ns) = ns {
-        params.push(format!("ns={}", upstream::encode_query_value(ns)));
+    if stale {
+        response
+            .headers_mut()
+            .insert(header::WARNING, HeaderValue::from_static(STALE_WARNING));
+        return Ok(response::mark(response, "stale"));
     }
-    let query = if params.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", params.join("&"))
-    };
-    Some(format!(
-        "</v2/{client_name}/tags/list{query}>{}",
-        &link[end + 1..]
-    ))
+    Ok(response)
 }
 
 async fn referrers(
@@ -253,23 +217,4 @@ async fn referrers(
         headers.insert(name, value);
     }
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_header_points_back_at_outpost() {
-        let link = r#"</v2/spectro-images/quay.io/kairos/core/tags/list?last=v2&n=2>; rel="next""#;
-        assert_eq!(
-            rewrite_link(link, "quay.io/kairos/core", None).unwrap(),
-            r#"</v2/quay.io/kairos/core/tags/list?last=v2&n=2>; rel="next""#
-        );
-        assert_eq!(
-            rewrite_link(link, "kairos/core", Some("quay.io")).unwrap(),
-            r#"</v2/kairos/core/tags/list?last=v2&n=2&ns=quay.io>; rel="next""#
-        );
-        assert_eq!(rewrite_link("garbage", "a", None), None);
-    }
 }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response};
 use oci::{Digest, MediaType, Reference, Source, Target};
 use storage::{ContentStore, Embedded, Offload, Store};
 
@@ -33,7 +33,7 @@ use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::origin;
 use crate::read;
-use crate::response::{self, ByteRange, STALE_WARNING};
+use crate::response::{self, ByteRange};
 
 /// How often batched last-access times are written to the index.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
@@ -410,32 +410,19 @@ impl Cache {
 
     /// The tags of a repository known locally, for when the upstream is unavailable: `error`
     /// when none are known.
+    /// The tags of `source` known locally, for `tags/list` while the upstream is unavailable
+    /// (`error`, returned when none are known).
     pub async fn local_tags(
         &self,
-        client_name: &str,
         source: &Source,
-        n: Option<u32>,
-        last: Option<&str>,
-        head: bool,
         error: ApiError,
-    ) -> Result<Response<Body>, ApiError> {
-        let mut tags = self.store.tags(&source.to_string()).await?;
+    ) -> Result<Vec<String>, ApiError> {
+        let tags = self.store.tags(&source.to_string()).await?;
         if tags.is_empty() {
             return Err(error);
         }
         tracing::warn!(repository = %source, error = %error.message, "serving the locally known tags");
-        if let Some(last) = last {
-            tags.retain(|t| t.as_str() > last);
-        }
-        if let Some(n) = n {
-            tags.truncate(n as usize);
-        }
-        let body = serde_json::json!({ "name": client_name, "tags": tags }).to_string();
-        let mut response = response::json(StatusCode::OK, body.into(), head);
-        response
-            .headers_mut()
-            .insert(header::WARNING, HeaderValue::from_static(STALE_WARNING));
-        Ok(response::mark(response, "stale"))
+        Ok(tags)
     }
 }
 

@@ -273,7 +273,9 @@ impl From<RouteError> for ApiError {
                 (StatusCode::BAD_REQUEST, "NAME_INVALID")
             }
             RouteError::DigestInvalid(..) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
-            RouteError::TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            // The spec's endpoint table allows only 404 for a manifest GET/HEAD by tag, and has
+            // no TAG_INVALID code: a tag that cannot exist is a manifest that is not there.
+            RouteError::TagInvalid(_) => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
             RouteError::QueryInvalid(_) => (StatusCode::BAD_REQUEST, "PAGINATION_NUMBER_INVALID"),
         };
         ApiError::new(status, code, e.to_string())

@@ -10,7 +10,7 @@
 //! - `fill`: one upstream download per blob, shared by every waiting client, detached from them;
 //!   `read`: response bodies read from blob files within a memory budget.
 //! - `origin`: what is asked of the upstream (through the `upstream` crate) and how its answers
-//!   are checked (digests, media types, sizes).
+//!   are checked (digests, media types, sizes); `paging`: `tags/list` and `_catalog` pages.
 //! - `error`: the one place where errors become OCI error codes and HTTP statuses.
 //! - `response`, `manifest`, `body`: the responses outpost sends.
 //!
@@ -40,6 +40,7 @@ mod listen;
 mod manifest;
 mod metrics;
 mod origin;
+mod paging;
 mod read;
 mod response;
 mod route;
@@ -60,9 +61,9 @@ pub use serve::{start, start_listening, Running, ServeError, SHUTDOWN_GRACE};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::api::rewrite_link;
     pub use crate::error::Kind;
-    pub use crate::origin::parse_tag_list;
+    pub use crate::origin::{next_query, parse_tag_list};
+    pub use crate::paging::{next_link, page};
     pub use crate::response::{parse_range, ByteRange};
     pub use crate::route::route;
 }

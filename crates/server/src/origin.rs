@@ -6,7 +6,7 @@
 //!   [`revalidate`] (HEAD, the current digest of a tag);
 //! - blobs: [`get_blob`] (the fill's download) and [`pass_blob`] (streamed to one client,
 //!   verified on the way);
-//! - [`fetch_tags`] and [`fetch_referrers`];
+//! - [`fetch_tags`] (every page) and [`fetch_referrers`];
 //! - [`VerifiedBody`]: a body whose clean end means its bytes matched the digest.
 
 use std::pin::Pin;
@@ -218,60 +218,86 @@ pub async fn pass_blob(
     Ok(response::passed_blob(status, &parts.headers, digest, body))
 }
 
-/// A tag list as the upstream answered it, and its `Link` header.
-pub struct TagList {
-    /// The body's object, checked by [`parse_tag_list`].
-    pub list: serde_json::Map<String, serde_json::Value>,
-    pub link: Option<String>,
+/// The most pages of an upstream's tag list that outpost reads (each up to `TAGS_LIMIT`).
+const MAX_TAG_PAGES: usize = 64;
+
+/// Every tag of the target's repository: `GET tags/list`, then the pages its `Link` headers
+/// name (at most [`MAX_TAG_PAGES`]); outpost sorts and paginates them itself
+/// ([`crate::paging`]), as upstreams differ (Distribution 2.8 neither sorts nor honours `n`).
+pub async fn fetch_tags(upstream: &Upstream, target: &Target) -> Result<Vec<String>, ApiError> {
+    let mut tags = Vec::new();
+    let mut query: Option<String> = None;
+    for _ in 0..MAX_TAG_PAGES {
+        let path = "tags/list".to_owned();
+        let response = send(
+            upstream,
+            target,
+            Method::GET,
+            path,
+            query.take(),
+            HeaderMap::new(),
+        )
+        .await?;
+        if !response.status().is_success() {
+            return Err(failure(response, target, Kind::Tags).await);
+        }
+        let next = response
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_query);
+        let bytes = read_limited(response.into_body(), TAGS_LIMIT)
+            .await
+            .map_err(|e| ApiError::unreadable(target, "the tag list", &e))?;
+        let page = parse_tag_list(&bytes).map_err(|e| {
+            ApiError::invalid_answer(target, format_args!("an invalid tag list ({e})"))
+        })?;
+        tags.extend(page);
+        match next {
+            Some(next) => query = Some(next),
+            None => return Ok(tags),
+        }
+    }
+    tracing::warn!(
+        upstream = %target.host, repository = %target.repository, pages = MAX_TAG_PAGES,
+        "the upstream's tag list has more pages than outpost reads; listing the first ones"
+    );
+    Ok(tags)
 }
 
-/// `GET tags/list?n=&last=` on the target.
-pub async fn fetch_tags(
-    upstream: &Upstream,
-    target: &Target,
-    n: Option<u32>,
-    last: Option<&str>,
-) -> Result<TagList, ApiError> {
-    let mut query = Vec::new();
-    if let Some(n) = n {
-        query.push(format!("n={n}"));
-    }
-    if let Some(last) = last {
-        query.push(format!("last={}", upstream::encode_query_value(last)));
-    }
-    let query = (!query.is_empty()).then(|| query.join("&"));
-    let path = "tags/list".to_owned();
-    let response = send(upstream, target, Method::GET, path, query, HeaderMap::new()).await?;
-    if !response.status().is_success() {
-        return Err(failure(response, target, Kind::Tags).await);
-    }
-    let link = response
-        .headers()
-        .get(header::LINK)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = read_limited(response.into_body(), TAGS_LIMIT)
-        .await
-        .map_err(|e| ApiError::unreadable(target, "the tag list", &e))?;
-    let list = parse_tag_list(&bytes)
-        .map_err(|e| ApiError::invalid_answer(target, format_args!("an invalid tag list ({e})")))?;
-    Ok(TagList { list, link })
+/// The query of the `rel="next"` URL of a `Link` header (`<…/tags/list?n=2&last=b>;
+/// rel="next"`), which names the next page of the same list. `None` without one.
+pub fn next_query(link: &str) -> Option<String> {
+    link.split(',').find_map(|item| {
+        let item = item.trim();
+        let (url, params) = item.strip_prefix('<')?.split_once('>')?;
+        let next = params
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("rel=\"next\"") || p.trim() == "rel=next");
+        let query = url.split_once('?')?.1;
+        (next && !query.is_empty()).then(|| query.to_owned())
+    })
 }
 
 /// An upstream's `tags/list` body: a JSON object whose `tags`, when present, is a list of
 /// strings (or `null`, which some registries send for a repository without tags).
-pub fn parse_tag_list(bytes: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let serde_json::Value::Object(list) =
+pub fn parse_tag_list(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let serde_json::Value::Object(mut list) =
         serde_json::from_slice(bytes).map_err(|e| e.to_string())?
     else {
         return Err("not a JSON object".to_owned());
     };
-    match list.get("tags") {
-        None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::Array(tags)) if tags.iter().all(|t| t.is_string()) => {}
-        Some(_) => return Err("`tags` is not a list of strings".to_owned()),
+    match list.remove("tags") {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(serde_json::Value::Array(tags)) => tags
+            .into_iter()
+            .map(|t| match t {
+                serde_json::Value::String(t) => Ok(t),
+                _ => Err("`tags` is not a list of strings".to_owned()),
+            })
+            .collect(),
+        Some(_) => Err("`tags` is not a list of strings".to_owned()),
     }
-    Ok(list)
 }
 
 /// A referrers index as the upstream answered it.

@@ -79,7 +79,7 @@ pub enum RouteError {
     RegistryInvalid(String),
     #[error("invalid digest {0:?}: {1}")]
     DigestInvalid(String, DigestError),
-    #[error("invalid tag {0:?}: tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
+    #[error("manifest unknown: {0:?} is not a valid tag, so no manifest has it (tags match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}})")]
     TagInvalid(String),
     #[error("invalid query parameter {0}")]
     QueryInvalid(String),
