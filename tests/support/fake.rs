@@ -5,7 +5,8 @@
 //!
 //! - `GET /v2/`, `GET|HEAD /v2/<name>/manifests/<tag|digest>`, `GET|HEAD /v2/<name>/blobs/<digest>`
 //!   (with `Range`), `GET /v2/<name>/tags/list` (with `n`, `last` and a `Link` header),
-//!   `GET /v2/<name>/referrers/<digest>` (an empty index); 404 with an OCI error body for anything
+//!   `GET /v2/<name>/referrers/<digest>` (every manifest whose `subject` is the digest; or, with
+//!   [`FakeRegistry::referrers_api`] off, `404 page not found`); 404 with an OCI error body for anything
 //!   unknown. Manifests honour `Accept` like real registries: a manifest whose media type is not
 //!   listed (nor `*/*`) answers 404, and a request without `Accept` gets 404 too.
 //! - Auth: [`Auth::None`], [`Auth::Basic`], [`Auth::Bearer`] with a token endpoint at `/token` on
@@ -192,6 +193,8 @@ struct State {
     tags_body: Mutex<Option<Bytes>>,
     /// Pages of `tags/list` without `n` (as GHCR and Quay paginate by default).
     tag_page_size: Mutex<Option<usize>>,
+    /// `false`: no referrers API (`404 page not found`, as Distribution 2.8 answers).
+    referrers_api: AtomicBool,
     realm_host: Mutex<Option<String>>,
     log: Mutex<Vec<RecordedRequest>>,
     blob_bytes_sent: Arc<AtomicU64>,
@@ -224,6 +227,7 @@ impl State {
             chunked_blobs: AtomicBool::new(false),
             tags_body: Mutex::new(None),
             tag_page_size: Mutex::new(None),
+            referrers_api: AtomicBool::new(true),
             realm_host: Mutex::new(None),
             log: Mutex::new(Vec::new()),
             blob_bytes_sent: Arc::new(AtomicU64::new(0)),
@@ -499,6 +503,47 @@ impl FakeRegistry {
             config,
             layers,
         }
+    }
+
+    /// Stores a signature-like artifact referring to `subject` (an OCI manifest with
+    /// `artifactType`, an empty config and `payload` as its one layer, and `subject`), reachable
+    /// by digest, as cosign 2 and notation push them to a registry with the referrers API.
+    pub fn push_referrer(
+        &self,
+        repo: &str,
+        subject: &PushedImage,
+        artifact_type: &str,
+        payload: &[u8],
+    ) -> PushedImage {
+        let config = Bytes::from_static(b"{}");
+        let config = (self.add_blob(repo, config.clone()), config);
+        let layer = Bytes::copy_from_slice(payload);
+        let layers = vec![(self.add_blob(repo, layer.clone()), layer)];
+        let manifest = Bytes::from(
+            serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": artifact_type,
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config.0.to_string(), "size": 2},
+                "layers": [{"mediaType": "application/octet-stream", "digest": layers[0].0.to_string(), "size": layers[0].1.len()}],
+                "subject": {"mediaType": OCI_MANIFEST, "digest": subject.digest.to_string(), "size": subject.manifest.len()},
+                "annotations": {"org.opencontainers.image.created": "2026-12-02T00:00:00Z"},
+            })
+            .to_string(),
+        );
+        let digest = self.add_manifest_by_digest(repo, OCI_MANIFEST, manifest.clone());
+        PushedImage {
+            digest,
+            manifest,
+            config,
+            layers,
+        }
+    }
+
+    /// Whether `GET referrers/<digest>` is served (default) or answered `404 page not found`
+    /// as by a registry without the referrers API (Distribution 2.8).
+    pub fn referrers_api(&self, on: bool) {
+        self.state().referrers_api.store(on, Ordering::SeqCst);
     }
 
     /// Stores a manifest under its digest and tags it `tag`; returns the digest.
@@ -850,12 +895,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<FakeBody>
     if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
         return blob(&state, repo, digest, headers, head);
     }
-    if let Some((_repo, _digest)) = rest.rsplit_once("/referrers/") {
-        return json(
-            StatusCode::OK,
-            format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#).into(),
-        )
-        .with_content_type(OCI_INDEX);
+    if let Some((repo, digest)) = rest.rsplit_once("/referrers/") {
+        return referrers(&state, repo, digest);
     }
     error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "unknown path")
 }
@@ -1369,4 +1410,51 @@ impl Body for FakeBody {
             FakeBody::Channel(_) => SizeHint::default(),
         }
     }
+}
+
+/// The referrers API: every manifest of `repo` whose `subject` is `digest`, as descriptors
+/// with their `artifactType` and annotations (no filtering: outpost asks unfiltered).
+fn referrers(state: &State, repo: &str, digest: &str) -> Response<FakeBody> {
+    if !state.referrers_api.load(Ordering::SeqCst) {
+        let body = Bytes::from_static(b"404 page not found\n");
+        return json(StatusCode::NOT_FOUND, body).with_content_type("text/plain; charset=utf-8");
+    }
+    let repos = lock(&state.repos);
+    let Some(r) = repos.get(repo) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            "repository name not known to registry",
+        );
+    };
+    let mut descriptors: Vec<(String, serde_json::Value)> = r
+        .manifests
+        .iter()
+        .filter_map(|(d, m)| {
+            let json: serde_json::Value = serde_json::from_slice(&m.bytes).ok()?;
+            (json["subject"]["digest"].as_str()? == digest).then(|| {
+                let artifact_type = json["artifactType"]
+                    .as_str()
+                    .or(json["config"]["mediaType"].as_str())
+                    .unwrap_or_default();
+                let mut descriptor = serde_json::json!({
+                    "mediaType": m.media_type,
+                    "digest": d.to_string(),
+                    "size": m.bytes.len(),
+                    "artifactType": artifact_type,
+                });
+                if let Some(annotations) = json.get("annotations") {
+                    descriptor["annotations"] = annotations.clone();
+                }
+                (d.to_string(), descriptor)
+            })
+        })
+        .collect();
+    descriptors.sort_by(|a, b| a.0.cmp(&b.0));
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": descriptors.into_iter().map(|(_, d)| d).collect::<Vec<_>>(),
+    });
+    json(StatusCode::OK, body.to_string().into()).with_content_type(OCI_INDEX)
 }

@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use oci::{Digest, Reference, Source, Target};
 
 use crate::app::App;
-use crate::body::{empty, full, Body};
+use crate::body::Body;
 use crate::error::ApiError;
 use crate::metrics;
 use crate::origin;
@@ -84,7 +84,10 @@ async fn dispatch(
             digest,
             artifact_type,
             ..
-        } => referrers(app, target, digest, artifact_type.as_deref(), route.head).await,
+        } => {
+            let artifact_type = artifact_type.as_deref();
+            referrers(app, source, target, digest, artifact_type, route.head).await
+        }
         Operation::Base | Operation::Catalog { .. } => repository_free(app, route).await,
     }
 }
@@ -197,24 +200,21 @@ async fn tags(
     Ok(response)
 }
 
+/// `referrers/<digest>`: the referrers index of the subject (from the store under the tag TTL
+/// rules, or the upstream's referrers API, or its tag schema), filtered by `artifactType`.
 async fn referrers(
     app: &App,
+    source: &Source,
     target: &Target,
-    digest: &Digest,
+    subject: &Digest,
     artifact_type: Option<&str>,
     head: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let fetch = origin::fetch_referrers(&app.upstream, target, digest, artifact_type);
-    let referrers = match &app.cache {
-        Some(cache) => cache.ask(target, fetch).await?,
-        None => fetch.await?,
-    };
-    let length = HeaderValue::from(referrers.bytes.len());
-    let mut response = Response::new(if head { empty() } else { full(referrers.bytes) });
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, length);
-    for (name, value) in referrers.headers {
-        headers.insert(name, value);
+    if let Some(cache) = &app.cache {
+        return cache
+            .referrers(source, target, subject, artifact_type, head)
+            .await;
     }
-    Ok(response)
+    let index = origin::fetch_referrers(&app.upstream, target, subject).await?;
+    crate::cache::answer_referrers(&index, artifact_type, head, target)
 }

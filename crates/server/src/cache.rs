@@ -33,6 +33,7 @@ use crate::manifest::Manifest;
 use crate::metrics::Metrics;
 use crate::origin;
 use crate::read;
+use crate::referrers;
 use crate::response::{self, ByteRange};
 
 /// How often batched last-access times are written to the index.
@@ -284,6 +285,99 @@ impl Cache {
         Ok(true)
     }
 
+    /// The referrers index of `subject`, stored like a tag: fresh → from the store; expired →
+    /// asked again; upstream unavailable → the stored one, stale. Stored unfiltered, filtered
+    /// per request.
+    pub async fn referrers(
+        &self,
+        source: &Source,
+        target: &Target,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+        head: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let fetch = || {
+            self.ask(
+                target,
+                origin::fetch_referrers(&self.upstream, target, subject),
+            )
+        };
+        if self.is_infrastructure(source) {
+            let index = fetch().await?;
+            let response = answer_referrers(&index, artifact_type, head, target)?;
+            return Ok(response::mark(response, "pass-through"));
+        }
+        let repo = source.to_string();
+        let entry = self.store.referrers(&repo, subject).await?;
+        let limit = oci::MAX_MANIFEST_BYTES as u64;
+        let stored = match &entry {
+            Some(entry) => self.store.read_all(&entry.digest, limit).await?,
+            None => None,
+        };
+        if let (Some(entry), Some((_, bytes))) = (&entry, &stored) {
+            let age = self
+                .now()
+                .duration_since(entry.checked_at)
+                .unwrap_or_default();
+            if age < self.config.cache.tag_ttl {
+                let response = answer_referrers(bytes, artifact_type, head, target)?;
+                return Ok(response::mark(response, "hit"));
+            }
+        }
+        match fetch().await {
+            Ok(index) => {
+                let digest = Digest::compute(oci::Algorithm::Sha256, &index);
+                let unchanged = stored
+                    .as_ref()
+                    .is_some_and(|(info, _)| info.digest == digest);
+                let kept = self
+                    .store_referrers(&repo, subject, &digest, &index)
+                    .await?;
+                let response = answer_referrers(&index, artifact_type, head, target)?;
+                let outcome = if unchanged { "revalidated" } else { miss(kept) };
+                Ok(response::mark(response, outcome))
+            }
+            Err(e) if e.is_unavailable() => {
+                let Some((_, bytes)) = stored else {
+                    return Err(e);
+                };
+                tracing::warn!(%subject, error = %e.message, "serving stale referrers");
+                let mut response = answer_referrers(&bytes, artifact_type, head, target)?;
+                response.headers_mut().insert(
+                    http::header::WARNING,
+                    HeaderValue::from_static(response::STALE_WARNING),
+                );
+                Ok(response::mark(response, "stale"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores a referrers index and points the subject's record at it; `false` when it could
+    /// not be stored (no room, or the store failed: logged), so it is only served.
+    async fn store_referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        digest: &Digest,
+        index: &bytes::Bytes,
+    ) -> Result<bool, ApiError> {
+        if let Some(why) = self.room().refuses(Some(index.len() as u64), &*self.store) {
+            tracing::warn!(%subject, "referrers not stored, passed through: {why}");
+            return Ok(false);
+        }
+        let media_type = MediaType::parse(oci::OCI_INDEX).ok();
+        if let Err(e) = self.store.put(digest, index.clone(), media_type).await {
+            tracing::error!(%subject, error = %e, "referrers not stored, passed through");
+            return Ok(false);
+        }
+        self.store
+            .put_referrers(repo, subject, digest, self.now())
+            .await?;
+        self.store.note_repository(repo).await?;
+        Ok(true)
+    }
+
     pub async fn blob(
         &self,
         source: &Source,
@@ -424,6 +518,20 @@ impl Cache {
         tracing::warn!(repository = %source, error = %error.message, "serving the locally known tags");
         Ok(tags)
     }
+}
+
+/// The response to a referrers request from a checked index (the stored one, or the
+/// upstream's): filtered by `artifact_type` when asked.
+pub fn answer_referrers(
+    index: &bytes::Bytes,
+    artifact_type: Option<&str>,
+    head: bool,
+    target: &Target,
+) -> Result<Response<Body>, ApiError> {
+    let (index, filtered) = referrers::answer(index, artifact_type).map_err(|e| {
+        ApiError::invalid_answer(target, format_args!("an invalid referrers index ({e})"))
+    })?;
+    Ok(response::referrers(index, filtered, head))
 }
 
 /// The cache outcome of a manifest fetched upstream: stored, or passed through unstored.

@@ -208,7 +208,14 @@ impl ApiError {
             .as_ref()
             .and_then(|e| e.get("message")?.as_str().map(str::to_owned));
         let what = format!("{}/{}", target.host, target.repository);
+        let upstream_code = upstream_error
+            .as_ref()
+            .and_then(|e| e.get("code")?.as_str().map(str::to_owned));
         let (status, code) = match status {
+            // The repository itself is unknown: say so whatever was asked of it.
+            StatusCode::NOT_FOUND if upstream_code.as_deref() == Some("NAME_UNKNOWN") => {
+                (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+            }
             StatusCode::NOT_FOUND => (
                 StatusCode::NOT_FOUND,
                 match kind {

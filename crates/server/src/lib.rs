@@ -12,7 +12,8 @@
 //! - `origin`: what is asked of the upstream (through the `upstream` crate) and how its answers
 //!   are checked (digests, media types, sizes); `paging`: `tags/list` and `_catalog` pages.
 //! - `error`: the one place where errors become OCI error codes and HTTP statuses.
-//! - `response`, `manifest`, `body`: the responses outpost sends.
+//! - `response`, `manifest`, `body`: the responses outpost sends; `referrers`: referrers
+//!   indexes checked and filtered.
 //!
 //! Around them: `auth` (who may pull: htpasswd; mutual TLS is the handshake's), `serve` (the registry listener, startup, the request service), `listen` (the one
 //! accept loop and every connection limit), `admin` (`/metrics`, `/healthz`, `/readyz`), `access_log` (one line per
@@ -42,6 +43,7 @@ mod metrics;
 mod origin;
 mod paging;
 mod read;
+mod referrers;
 mod response;
 mod route;
 mod serve;

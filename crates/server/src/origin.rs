@@ -25,6 +25,7 @@ use upstream::Upstream;
 use crate::body::{empty, BoxError};
 use crate::error::{ApiError, Kind};
 use crate::manifest::Manifest;
+use crate::referrers;
 use crate::response::{self, DOCKER_CONTENT_DIGEST};
 use crate::Body;
 
@@ -300,41 +301,55 @@ pub fn parse_tag_list(bytes: &[u8]) -> Result<Vec<String>, String> {
     }
 }
 
-/// A referrers index as the upstream answered it.
-pub struct Referrers {
-    pub bytes: Bytes,
-    /// `Content-Type` and `OCI-Filters-Applied`, when sent.
-    pub headers: Vec<(http::HeaderName, HeaderValue)>,
-}
-
-/// `GET referrers/<digest>?artifactType=` on the target.
+/// The referrers index of `subject` (unfiltered: outpost filters by `artifactType` itself,
+/// [`crate::referrers::answer`]), checked. An upstream without the referrers API (it answers
+/// `404`, as Distribution 2.8 does) is asked for the tag schema's referrers tag
+/// (`sha256-<hex>`, an OCI index), and a subject with neither gets the empty index, as the
+/// spec wants of a repository that exists; `NAME_UNKNOWN` stays for one that does not.
 pub async fn fetch_referrers(
     upstream: &Upstream,
     target: &Target,
-    digest: &Digest,
-    artifact_type: Option<&str>,
-) -> Result<Referrers, ApiError> {
-    let query = artifact_type.map(|t| format!("artifactType={}", upstream::encode_query_value(t)));
-    let path = format!("referrers/{digest}");
-    let response = send(upstream, target, Method::GET, path, query, HeaderMap::new()).await?;
-    if !response.status().is_success() {
+    subject: &Digest,
+) -> Result<Bytes, ApiError> {
+    let path = format!("referrers/{subject}");
+    let response = send(upstream, target, Method::GET, path, None, HeaderMap::new()).await?;
+    let bytes = if response.status() == StatusCode::NOT_FOUND {
+        // Read (and drop) the answer so the connection can be reused.
+        let _ = read_limited(response.into_body(), MAX_MANIFEST_BYTES).await;
+        match referrers_tag(upstream, target, subject).await? {
+            Some(bytes) => bytes,
+            None => return Ok(referrers::empty()),
+        }
+    } else if response.status().is_success() {
+        read_limited(response.into_body(), MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| ApiError::unreadable(target, "the referrers", &e))?
+    } else {
         return Err(failure(response, target, Kind::Referrers).await);
+    };
+    referrers::parse(&bytes).map_err(|e| {
+        ApiError::invalid_answer(target, format_args!("an invalid referrers index ({e})"))
+    })?;
+    Ok(bytes)
+}
+
+/// The tag schema's referrers index of `subject` (the tag `<alg>-<hex>`); `None` when the
+/// repository has no such tag.
+async fn referrers_tag(
+    upstream: &Upstream,
+    target: &Target,
+    subject: &Digest,
+) -> Result<Option<Bytes>, ApiError> {
+    let tag = subject.to_string().replacen(':', "-", 1);
+    let Ok(tag) = oci::Tag::parse(&tag) else {
+        return Ok(None);
+    };
+    let accept = HeaderValue::from_static(oci::OCI_INDEX);
+    match fetch_manifest(upstream, target, &Reference::Tag(tag), accept).await {
+        Ok(manifest) => Ok(Some(manifest.bytes)),
+        Err(e) if e.status == StatusCode::NOT_FOUND && e.code == "MANIFEST_UNKNOWN" => Ok(None),
+        Err(e) => Err(e),
     }
-    let (parts, body) = response.into_parts();
-    let bytes = read_limited(body, MAX_MANIFEST_BYTES)
-        .await
-        .map_err(|e| ApiError::unreadable(target, "the referrers", &e))?;
-    let headers = [
-        header::CONTENT_TYPE,
-        http::HeaderName::from_static("oci-filters-applied"),
-    ]
-    .into_iter()
-    .filter_map(|name| {
-        let value = parts.headers.get(&name)?.clone();
-        Some((name, value))
-    })
-    .collect();
-    Ok(Referrers { bytes, headers })
 }
 
 /// Collects a body of at most `limit` bytes.

@@ -82,6 +82,28 @@ pub fn manifest(m: &Manifest, head: bool) -> Response<Body> {
     r
 }
 
+/// A referrers index (`application/vnd.oci.image.index.v1+json`), with
+/// `OCI-Filters-Applied: artifactType` when `filtered`.
+pub fn referrers(index: bytes::Bytes, filtered: bool, head: bool) -> Response<Body> {
+    let mut r = response(
+        StatusCode::OK,
+        Some(index.len() as u64),
+        if head { empty() } else { full(index) },
+    );
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(oci::OCI_INDEX),
+    );
+    if filtered {
+        headers.insert(
+            HeaderName::from_static("oci-filters-applied"),
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    r
+}
+
 /// A stored manifest served because the upstream could not be asked.
 pub fn stale(manifest: &Manifest, head: bool, error: &ApiError) -> Response<Body> {
     tracing::warn!(digest = %manifest.digest, error = %error.message, "serving a stale manifest");

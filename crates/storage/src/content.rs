@@ -141,6 +141,23 @@ pub trait ContentStore: Send + Sync + 'static {
     /// The tags known for `repository`, sorted.
     fn tags<'a>(&'a self, repository: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
 
+    /// The stored referrers index (a blob) of `subject` in `repository`, and when the
+    /// upstream last gave it.
+    fn referrers<'a>(
+        &'a self,
+        repository: &'a str,
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<TagEntry>, StoreError>>;
+
+    /// Records the stored blob `index` as the referrers index of `subject` in `repository`.
+    fn put_referrers<'a>(
+        &'a self,
+        repository: &'a str,
+        subject: &'a Digest,
+        index: &'a Digest,
+        checked_at: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// Remembers that `repository` was served (for the catalog).
     fn note_repository<'a>(&'a self, repository: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 

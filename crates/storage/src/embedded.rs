@@ -234,6 +234,27 @@ impl ContentStore for Embedded {
         ready(self.store.tags(repository))
     }
 
+    fn referrers<'a>(
+        &'a self,
+        repository: &'a str,
+        subject: &'a Digest,
+    ) -> BoxFuture<'a, Result<Option<TagEntry>, StoreError>> {
+        ready(self.store.referrers(repository, subject))
+    }
+
+    fn put_referrers<'a>(
+        &'a self,
+        repository: &'a str,
+        subject: &'a Digest,
+        index: &'a Digest,
+        checked_at: SystemTime,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        ready(
+            self.store
+                .put_referrers(repository, subject, index, checked_at),
+        )
+    }
+
     fn note_repository<'a>(&'a self, repository: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         ready(self.store.note_repository(repository))
     }

@@ -44,6 +44,9 @@
 //!                                 (empty media type: unknown, e.g. re-indexed from a file)
 //! tree "tags"
 //!   <repository> 0x00 <tag>    -> checked_at secs u64 BE | nanos u32 BE | "<alg>:<hex>" UTF-8
+//!   <repository> 0x00 "referrers/<alg>:<hex>"
+//!                              -> the same, for the referrers index (a stored blob) of that
+//!                                 subject; no tag contains `/` or `:`, so none collides
 //! tree "repositories"
 //!   <repository>               -> (empty)
 //! ```

@@ -239,12 +239,32 @@ impl Store {
         self.inner.index.tag(repo, tag)
     }
 
-    /// The tags known for `repo`, sorted.
+    /// The tags known for `repo`, sorted (not the referrers records kept beside them).
     pub fn tags(&self, repo: &str) -> Result<Vec<String>, StoreError> {
         if check_key("repository", repo).is_err() {
             return Ok(Vec::new());
         }
-        self.inner.index.tags(repo)
+        let mut tags = self.inner.index.tags(repo)?;
+        tags.retain(|t| !t.starts_with(REFERRERS_PREFIX));
+        Ok(tags)
+    }
+
+    /// The stored referrers index of `subject` in `repo` (a blob), and when the upstream last
+    /// gave it.
+    pub fn referrers(&self, repo: &str, subject: &Digest) -> Result<Option<TagEntry>, StoreError> {
+        self.tag(repo, &referrers_key(subject))
+    }
+
+    /// Records `index` (a stored blob) as the referrers index of `subject` in `repo`, given by
+    /// the upstream at `checked_at`.
+    pub fn put_referrers(
+        &self,
+        repo: &str,
+        subject: &Digest,
+        index: &Digest,
+        checked_at: SystemTime,
+    ) -> Result<(), StoreError> {
+        self.put_tag(repo, &referrers_key(subject), index, checked_at)
     }
 
     /// Forgets `repo:tag`; `true` if it existed.
@@ -341,6 +361,14 @@ impl Seek for Blob {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.file.seek(pos)
     }
+}
+
+/// Referrers records live in the `tags` tree under a name no tag can have (tags never contain
+/// `/` or `:`): `<repository> 0x00 referrers/<subject digest>`.
+const REFERRERS_PREFIX: &str = "referrers/";
+
+fn referrers_key(subject: &Digest) -> String {
+    format!("{REFERRERS_PREFIX}{subject}")
 }
 
 #[cfg(test)]

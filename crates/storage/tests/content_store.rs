@@ -238,6 +238,28 @@ pub fn tags_and_repositories(store: Arc<dyn ContentStore>) {
     );
 }
 
+pub fn referrers_records_beside_tags(store: Arc<dyn ContentStore>) {
+    let index = Bytes::from_static(br#"{"schemaVersion":2,"manifests":[]}"#);
+    let d = digest(&index);
+    block_on(store.put(&d, index, Some(MediaType::parse(oci::OCI_INDEX).unwrap()))).unwrap();
+    let subject = digest(b"subject");
+    let at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    assert!(block_on(store.referrers("quay.io/a/b", &subject))
+        .unwrap()
+        .is_none());
+    block_on(store.put_tag("quay.io/a/b", "v1", &d, at)).unwrap();
+    block_on(store.put_referrers("quay.io/a/b", &subject, &d, at)).unwrap();
+    let entry = block_on(store.referrers("quay.io/a/b", &subject))
+        .unwrap()
+        .unwrap();
+    assert_eq!((entry.digest, entry.checked_at), (d, at));
+    assert!(block_on(store.referrers("quay.io/a/c", &subject))
+        .unwrap()
+        .is_none());
+    // Not a tag: tags/list and the tag lookups never see it.
+    assert_eq!(block_on(store.tags("quay.io/a/b")).unwrap(), ["v1"]);
+}
+
 pub fn eviction_removes_least_recently_used_but_never_a_blob_being_read(
     store: Arc<dyn ContentStore>,
 ) {
@@ -313,6 +335,10 @@ macro_rules! content_store_suite {
             #[test]
             fn tags_and_repositories() {
                 run(super::tags_and_repositories)
+            }
+            #[test]
+            fn referrers_records_beside_tags() {
+                run(super::referrers_records_beside_tags)
             }
             #[test]
             fn eviction_removes_least_recently_used_but_never_a_blob_being_read() {
