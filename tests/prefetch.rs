@@ -335,3 +335,77 @@ async fn through_a_running_server_which_stores_the_content() {
     // And nothing was written to the local data dir of the prefetch itself.
     assert!(!scratch.path().join("blobs").exists());
 }
+
+#[tokio::test]
+async fn with_referrers_signatures_come_along_and_verify_offline() {
+    const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    const SBOM: &str = "application/spdx+json";
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let (index, children) = push_index(&fake, "apps/signed", "1");
+    let index_image = PushedImage {
+        digest: index.clone(),
+        manifest: bytes::Bytes::new(),
+        config: children[0].config.clone(),
+        layers: Vec::new(),
+    };
+    // A signature of the index, an SBOM of the amd64 image, and one of s390x (not fetched).
+    let sig = fake.push_referrer("apps/signed", &index_image, SIG, b"signature of the index");
+    let sbom = fake.push_referrer("apps/signed", &children[0], SBOM, b"sbom of amd64");
+    let unwanted = fake.push_referrer("apps/signed", &children[2], SBOM, b"sbom of s390x");
+    let dir = tempfile::tempdir().unwrap();
+
+    let report = prefetch::prefetch(
+        config_in(dir.path()),
+        &Options {
+            with_referrers: true,
+            ..options(&[format!("{host}/apps/signed:1")])
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.success(), "{report:?}");
+    assert_eq!(report.images[0].referrers, 2, "{report:?}");
+    assert!(report.table().contains("2 referrers"), "{}", report.table());
+    assert!(!fake
+        .requests()
+        .iter()
+        .any(|r| r.path.ends_with(&unwanted.digest.to_string())));
+
+    // Offline: the referrers of the index and of amd64, their manifests and blobs.
+    fake.stop().await;
+    let running = server::start(config_in(dir.path())).await.unwrap();
+    let client = Client::new();
+    let url = |path: String| format!("http://{}{path}", running.addr);
+    for (subject, referrer) in [(&index, &sig), (&children[0].digest, &sbom)] {
+        let reply = client
+            .get(&url(format!("/v2/{host}/apps/signed/referrers/{subject}")))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let listed: Vec<String> = reply.json()["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(listed, [referrer.digest.to_string()]);
+        let manifest = client
+            .get_with(
+                &url(format!(
+                    "/v2/{host}/apps/signed/manifests/{}",
+                    referrer.digest
+                )),
+                &[("accept", OCI_MANIFEST)],
+            )
+            .await;
+        assert_eq!(manifest.status, StatusCode::OK);
+        assert_eq!(manifest.body, referrer.manifest);
+        for (digest, bytes) in referrer.blobs() {
+            let blob = client
+                .get(&url(format!("/v2/{host}/apps/signed/blobs/{digest}")))
+                .await;
+            assert_eq!(blob.status, StatusCode::OK);
+            assert_eq!(&blob.body, bytes);
+        }
+    }
+}

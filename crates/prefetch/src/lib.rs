@@ -17,6 +17,10 @@
 //! `outpost.upstream.allowedHosts` of a server guards against its clients). Through a running
 //! outpost, that server's rules apply.
 //!
+//! `--with-referrers`: the referrers (signatures, attestations, SBOMs) of the image and of each
+//! platform manifest fetched come along, with their manifests and blobs, so signatures verify
+//! offline; their indexes are stored as a client's referrers request stores them.
+//!
 //! Blobs already in the store are not downloaded again, so a rerun after an interruption fetches
 //! only what is missing. Infrastructure images are fetched and verified but not stored, as when
 //! serving; the report says so.
@@ -61,6 +65,9 @@ pub struct Options {
     pub include_provider: bool,
     /// Draw progress bars on stdout (only when it is a terminal).
     pub progress: bool,
+    /// Also fetch the referrers (signatures, attestations, SBOMs) of every image and of the
+    /// platform manifests fetched, with their manifests and blobs.
+    pub with_referrers: bool,
 }
 
 impl Default for Options {
@@ -74,6 +81,7 @@ impl Default for Options {
             server_ca: None,
             include_provider: true,
             progress: false,
+            with_referrers: false,
         }
     }
 }
@@ -213,6 +221,8 @@ pub struct ImageReport {
     pub via_server: u64,
     /// Whether the content is kept in the store (false for infrastructure images).
     pub stored: bool,
+    /// Referrers fetched (`--with-referrers`), over the image and its platform manifests.
+    pub referrers: usize,
     /// Why the image was not (completely) fetched.
     pub error: Option<String>,
 }
@@ -243,7 +253,7 @@ impl Report {
                         s[..s.len().min(19)].to_owned()
                     })
                     .unwrap_or_else(|| "-".to_owned());
-                let note = match (&i.error, i.stored) {
+                let mut note = match (&i.error, i.stored) {
                     (Some(_), _) => "FAILED".to_owned(),
                     (None, false) => "not stored (infrastructure image)".to_owned(),
                     (None, true) if i.via_server > 0 => {
@@ -255,6 +265,9 @@ impl Report {
                         human(i.from_store)
                     ),
                 };
+                if i.referrers > 0 && i.error.is_none() {
+                    let _ = write!(note, ", {} referrers", i.referrers);
+                }
                 [
                     i.image.clone(),
                     digest,
@@ -408,7 +421,7 @@ pub async fn prefetch(config: Config, options: &Options) -> Result<Report, Prefe
             &puller,
             &planned.image,
             &platforms,
-            options.jobs.max(1),
+            options,
             &bar,
             &progress.total,
         )
@@ -450,22 +463,35 @@ async fn fetch_image(
     puller: &Puller,
     image: &ImageRef,
     platforms: &[Platform],
-    jobs: usize,
+    options: &Options,
     bar: &ProgressBar,
     total: &ProgressBar,
 ) -> ImageReport {
+    let jobs = options.jobs.max(1);
     let mut report = ImageReport {
         image: image.to_string(),
         stored: puller.stores(&image.source),
         ..ImageReport::default()
     };
-    let blobs = match resolve(puller, image, platforms, &mut report).await {
-        Ok(blobs) => blobs,
+    let (mut blobs, subjects) = match resolve(puller, image, platforms, &mut report).await {
+        Ok(resolved) => resolved,
         Err(e) => {
             report.error = Some(e);
             return report;
         }
     };
+    if options.with_referrers {
+        match referrers(puller, image, &subjects, &mut report).await {
+            Ok(more) => {
+                let known: HashSet<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+                blobs.extend(more.into_iter().filter(|b| !known.contains(&b.digest)));
+            }
+            Err(e) => {
+                report.error = Some(e);
+                return report;
+            }
+        }
+    }
     report.bytes = blobs.iter().map(|b| b.size).sum();
     bar.set_length(report.bytes);
     total.inc_length(report.bytes);
@@ -499,19 +525,21 @@ async fn fetch_image(
     report
 }
 
-/// The blobs (configs and layers, each once) of `image` for `platforms`; fills in the digest,
-/// platforms and layer count of `report`.
+/// The blobs (configs and layers, each once) of `image` for `platforms`, and the manifests
+/// fetched (the image's, then its platforms'); fills in the digest, platforms and layer count
+/// of `report`.
 async fn resolve(
     puller: &Puller,
     image: &ImageRef,
     platforms: &[Platform],
     report: &mut ImageReport,
-) -> Result<Vec<Descriptor>, String> {
+) -> Result<(Vec<Descriptor>, Vec<Digest>), String> {
     let top = puller
         .manifest(&image.source, &image.reference)
         .await
         .map_err(|e| e.message)?;
     report.digest = Some(top.digest.clone());
+    let mut subjects = vec![top.digest.clone()];
     let content = ManifestContent::parse(&top.digest, top.media_type.as_str(), &top.bytes)
         .map_err(|e| e.to_string())?;
     let manifests = match content {
@@ -551,6 +579,7 @@ async fn resolve(
                         if let Some(p) = &child.platform {
                             report.platforms.push(p.to_string());
                         }
+                        subjects.push(manifest.digest.clone());
                         children.push((config, layers));
                     }
                     ManifestContent::Index { .. } => {
@@ -572,6 +601,45 @@ async fn resolve(
             if seen.insert(blob.digest.clone()) {
                 blobs.push(blob);
             }
+        }
+    }
+    Ok((blobs, subjects))
+}
+
+/// The referrers of `subjects` (each fetched, so stored, as a client's referrers request
+/// would), their manifests, and the blobs those name; counted in `report.referrers`.
+async fn referrers(
+    puller: &Puller,
+    image: &ImageRef,
+    subjects: &[Digest],
+    report: &mut ImageReport,
+) -> Result<Vec<Descriptor>, String> {
+    let source = &image.source;
+    let mut blobs = Vec::new();
+    for subject in subjects {
+        let descriptors = puller
+            .referrers(source, subject)
+            .await
+            .map_err(|e| format!("the referrers of {subject}: {}", e.message))?;
+        for descriptor in descriptors {
+            let reference = Reference::Digest(descriptor.digest.clone());
+            let manifest = puller
+                .manifest(source, &reference)
+                .await
+                .map_err(|e| format!("referrer {}: {}", descriptor.digest, e.message))?;
+            let content = ManifestContent::parse(
+                &manifest.digest,
+                manifest.media_type.as_str(),
+                &manifest.bytes,
+            )
+            .map_err(|e| format!("referrer {}: {e}", descriptor.digest))?;
+            // An artifact is an image manifest (a config, often empty, and its layers); an
+            // index among referrers (rare) is kept as it is, without its children.
+            if let ManifestContent::Image { config, layers } = content {
+                blobs.push(config);
+                blobs.extend(layers);
+            }
+            report.referrers += 1;
         }
     }
     Ok(blobs)

@@ -15,8 +15,8 @@ use config::translate;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use oci::{
-    Descriptor, Digest, Hasher, MediaType, Reference, Source, Target, TlsPolicy, MANIFEST_TYPES,
-    MAX_MANIFEST_BYTES,
+    Descriptor, Digest, Hasher, ManifestContent, MediaType, Reference, Source, Target, TlsPolicy,
+    MANIFEST_TYPES, MAX_MANIFEST_BYTES,
 };
 use server::{ApiError, App, Body, Manifest};
 
@@ -93,6 +93,48 @@ impl Puller {
                 let target = server.target(source);
                 server::fetch_manifest(&app.upstream, &target, reference, accept).await
             }
+        }
+    }
+
+    /// The referrers of `subject` in `source` (signatures, attestations, SBOMs): stored by the
+    /// local cache (or the server) like any referrers request, as descriptors.
+    pub async fn referrers(
+        &self,
+        source: &Source,
+        subject: &Digest,
+    ) -> Result<Vec<Descriptor>, ApiError> {
+        let bytes = match self {
+            Puller::Local(app) => {
+                let cache = app.cache.as_ref().ok_or_else(no_store)?;
+                let target = translate(&app.config, source);
+                let response = cache
+                    .referrers(source, &target, subject, None, false)
+                    .await?;
+                let (parts, body) = response.into_parts();
+                if parts.status != StatusCode::OK {
+                    return Err(ApiError::bad_gateway(format!(
+                        "the referrers of {subject} were answered with {}",
+                        parts.status
+                    )));
+                }
+                server::read_limited(body, MAX_MANIFEST_BYTES)
+                    .await
+                    .map_err(|e| {
+                        ApiError::bad_gateway(format!("reading the referrers of {subject}: {e}"))
+                    })?
+            }
+            Puller::Server { app, server } => {
+                let target = server.target(source);
+                server::fetch_referrers(&app.upstream, &target, subject).await?
+            }
+        };
+        let digest = Digest::compute(oci::Algorithm::Sha256, &bytes);
+        match ManifestContent::parse(&digest, oci::OCI_INDEX, &bytes) {
+            Ok(ManifestContent::Index { manifests }) => Ok(manifests),
+            Ok(ManifestContent::Image { .. }) => Ok(Vec::new()),
+            Err(e) => Err(ApiError::bad_gateway(format!(
+                "the referrers of {subject} are not an index: {e}"
+            ))),
         }
     }
 

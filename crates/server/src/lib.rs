@@ -54,7 +54,7 @@ pub use cache::Cache;
 pub use error::ApiError;
 pub use manifest::Manifest;
 pub use metrics::{config_refused, Metrics};
-pub use origin::{fetch_manifest, pass_blob, read_limited};
+pub use origin::{fetch_manifest, fetch_referrers, pass_blob, read_limited};
 pub use response::DOCKER_CONTENT_DIGEST;
 pub use serve::{start, start_listening, Running, ServeError, SHUTDOWN_GRACE};
 

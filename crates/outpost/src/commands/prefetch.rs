@@ -36,6 +36,10 @@ pub struct PrefetchArgs {
     /// Do not prefetch the provider image (`options.system.uri`).
     #[arg(long)]
     pub no_provider: bool,
+    /// Also fetch the referrers of every image (signatures, attestations, SBOMs), with their
+    /// manifests and blobs, so they verify offline.
+    #[arg(long)]
+    pub with_referrers: bool,
 }
 
 pub fn run(args: PrefetchArgs) -> Result<(), Failure> {
@@ -61,6 +65,7 @@ pub fn run(args: PrefetchArgs) -> Result<(), Failure> {
         server: args.server,
         server_ca: args.server_ca,
         include_provider: !args.no_provider,
+        with_referrers: args.with_referrers,
         progress: true,
     };
     let report = runtime()?
