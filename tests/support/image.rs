@@ -259,69 +259,89 @@ impl Image {
     /// Pushes every blob, then the manifests (children by digest), then the top one by tag.
     /// Panics with the registry's answer when a step fails.
     pub fn push(&self, to: &PushTarget<'_>) {
-        let base = to.base_url.trim_end_matches('/');
-        let repo = to.repository;
-        let prepare = |http: Http| http.basic_auth(to.basic_auth).ca_file(to.ca_file);
         for blob in &self.blobs {
-            let start = prepare(Http::new(
-                "POST",
-                format!("{base}/v2/{repo}/blobs/uploads/"),
-            ))
-            .header("Content-Length", "0")
-            .send();
-            assert_eq!(
-                start.status,
-                202,
-                "starting an upload to {base}/v2/{repo}: {}",
-                start.text()
-            );
-            let location = start
-                .header("location")
-                .expect("upload POST answered without Location");
-            let location = if location.starts_with("http") {
-                location.to_owned()
-            } else {
-                format!("{base}{location}")
-            };
-            let sep = if location.contains('?') { '&' } else { '?' };
-            let mut put = prepare(Http::new(
-                "PUT",
-                format!("{location}{sep}digest={}", blob.digest),
-            ))
-            .header("Content-Type", "application/octet-stream");
-            put.body_file = Some(blob.path.clone());
-            let done = put.send();
-            assert_eq!(
-                done.status,
-                201,
-                "uploading blob {} ({} bytes) to {base}/v2/{repo}: {}",
-                blob.digest,
-                blob.size,
-                done.text()
-            );
+            push_blob_file(to, &blob.digest, &blob.path, blob.size);
         }
-        let put_manifest = |reference: &str, media_type: &str, bytes: &[u8]| {
-            let mut put = prepare(Http::new(
-                "PUT",
-                format!("{base}/v2/{repo}/manifests/{reference}"),
-            ))
-            .header("Content-Type", media_type);
-            put.body = Some(bytes.to_vec());
-            let done = put.send();
-            assert_eq!(
-                done.status,
-                201,
-                "putting manifest {reference} into {base}/v2/{repo}: {}",
-                done.text()
-            );
-        };
         if self.index.is_some() {
             for m in &self.manifests {
-                put_manifest(&m.digest.to_string(), OCI_MANIFEST, &m.bytes);
+                push_manifest(to, &m.digest.to_string(), OCI_MANIFEST, &m.bytes);
             }
         }
-        put_manifest(to.tag, self.media_type(), self.top_bytes());
+        push_manifest(to, to.tag, self.media_type(), self.top_bytes());
     }
+}
+
+/// Uploads the blob in `path` (`digest`, `size` bytes) to `to.repository` (a monolithic upload:
+/// POST, then PUT with the digest).
+fn push_blob_file(to: &PushTarget<'_>, digest: &Digest, path: &Path, size: u64) {
+    let base = to.base_url.trim_end_matches('/');
+    let repo = to.repository;
+    let prepare = |http: Http| http.basic_auth(to.basic_auth).ca_file(to.ca_file);
+    let start = prepare(Http::new(
+        "POST",
+        format!("{base}/v2/{repo}/blobs/uploads/"),
+    ))
+    .header("Content-Length", "0")
+    .send();
+    assert_eq!(
+        start.status,
+        202,
+        "starting an upload to {base}/v2/{repo}: {}",
+        start.text()
+    );
+    let location = start
+        .header("location")
+        .expect("upload POST answered without Location");
+    let location = if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        format!("{base}{location}")
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let mut put = prepare(Http::new("PUT", format!("{location}{sep}digest={digest}")))
+        .header("Content-Type", "application/octet-stream");
+    put.body_file = Some(path.to_path_buf());
+    let done = put.send();
+    assert_eq!(
+        done.status,
+        201,
+        "uploading blob {digest} ({size} bytes) to {base}/v2/{repo}: {}",
+        done.text()
+    );
+}
+
+/// Uploads `bytes` as a blob of `to.repository`; returns its digest.
+pub fn push_blob(to: &PushTarget<'_>, bytes: &[u8]) -> Digest {
+    let digest = Digest::compute(Algorithm::Sha256, bytes);
+    let file = tempfile::NamedTempFile::new().expect("a temp file for a blob");
+    std::fs::write(file.path(), bytes).expect("write a blob");
+    push_blob_file(to, &digest, file.path(), bytes.len() as u64);
+    digest
+}
+
+/// PUTs a manifest of `media_type` as `reference` (a tag or its digest) into `to.repository`;
+/// returns its digest.
+pub fn push_manifest(
+    to: &PushTarget<'_>,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Digest {
+    let base = to.base_url.trim_end_matches('/');
+    let repo = to.repository;
+    let mut put = Http::new("PUT", format!("{base}/v2/{repo}/manifests/{reference}"))
+        .basic_auth(to.basic_auth)
+        .ca_file(to.ca_file)
+        .header("Content-Type", media_type);
+    put.body = Some(bytes.to_vec());
+    let done = put.send();
+    assert_eq!(
+        done.status,
+        201,
+        "putting manifest {reference} into {base}/v2/{repo}: {}",
+        done.text()
+    );
+    Digest::compute(Algorithm::Sha256, bytes)
 }
 
 fn descriptor(blob: &Blob) -> serde_json::Value {
