@@ -325,3 +325,88 @@ async fn an_archive_with_a_control_character_in_a_media_type_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn referrers_travel_in_the_archive_and_verify_on_the_node() {
+    const SIG: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let web = push(&fake, "apps/web", "1", 5);
+    let sig = fake.push_referrer("apps/web", &web, SIG, b"signature of web");
+    let name = format!("{host}/apps/web:1");
+
+    // Prefetched with its referrers, exported: the signature and its blobs are in the archive.
+    let source = tempfile::tempdir().unwrap();
+    let options = Options {
+        images: vec![name.clone()],
+        with_referrers: true,
+        ..Options::default()
+    };
+    let report = prefetch::prefetch(config_in(source.path()), &options)
+        .await
+        .unwrap();
+    assert!(report.success(), "{report:?}");
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("signed.tar");
+    let report = {
+        let store = Store::open(source.path()).unwrap();
+        archive::export(&store, &[ImageRef::parse(&name, &hub()).unwrap()], &tar).unwrap()
+    };
+    assert_eq!(report.referrers, 1, "{report}");
+    let files = read_tar(&tar);
+    for (digest, _) in sig.blobs() {
+        assert!(files.contains_key(&format!("blobs/sha256/{}", digest.hex())));
+    }
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [name.clone(), format!("{host}/apps/web@{}", sig.digest)]
+    );
+    fake.stop().await;
+
+    // Imported on a node that never saw the upstream: the referrers API answers from the store.
+    let node = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(node.path()).unwrap();
+        let report = archive::import(&store, &tar, &hub(), SystemTime::now()).unwrap();
+        assert_eq!(report.referrers, 1, "{report}");
+    }
+    let running = server::start(config_in(node.path())).await.unwrap();
+    let client = Client::new();
+    let url = |path: String| format!("http://{}{path}", running.addr);
+    let reply = client
+        .get(&url(format!(
+            "/v2/{host}/apps/web/referrers/{}?artifactType={}",
+            web.digest,
+            SIG.replace('+', "%2B")
+        )))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let listed = &reply.json()["manifests"];
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["digest"], sig.digest.to_string());
+    assert_eq!(listed[0]["artifactType"], SIG);
+    let manifest = client
+        .get_with(
+            &url(format!("/v2/{host}/apps/web/manifests/{}", sig.digest)),
+            &[("accept", OCI_MANIFEST)],
+        )
+        .await;
+    assert_eq!(manifest.body, sig.manifest);
+    for (digest, bytes) in sig.blobs() {
+        let blob = client
+            .get(&url(format!("/v2/{host}/apps/web/blobs/{digest}")))
+            .await;
+        assert_eq!(&blob.body, bytes);
+    }
+}

@@ -20,6 +20,9 @@ pub struct ExportReport {
     pub images: Vec<(String, Digest, usize)>,
     pub blobs: usize,
     pub bytes: u64,
+    /// Referrers (signatures, attestations, SBOMs) of the images exported with them: those
+    /// whose manifest and blobs are all stored.
+    pub referrers: usize,
 }
 
 impl fmt::Display for ExportReport {
@@ -33,6 +36,13 @@ impl fmt::Display for ExportReport {
                 )?;
             }
             writeln!(f)?;
+        }
+        if self.referrers > 0 {
+            writeln!(
+                f,
+                "with {} referrers (signatures, attestations, SBOMs) of them",
+                self.referrers
+            )?;
         }
         writeln!(
             f,
@@ -65,6 +75,7 @@ pub fn export(
     let mut entries = Vec::new();
     let mut items: Vec<Item> = Vec::new();
     let mut seen = HashSet::new();
+    let mut referrers_seen = HashSet::new();
     let mut add = |digest: &Digest, image: &str, items: &mut Vec<Item>| {
         let info = store.stat(digest).ok_or_else(|| ArchiveError::Incomplete {
             image: image.to_owned(),
@@ -108,6 +119,7 @@ pub fn export(
             })
         };
         let mut skipped = 0;
+        let mut subjects = vec![digest.clone()];
         let manifests = match parse(&digest, media_type.as_str(), &bytes)? {
             ManifestContent::Image { config, layers } => vec![(config, layers)],
             ManifestContent::Index { manifests } => {
@@ -118,6 +130,7 @@ pub fn export(
                         continue;
                     };
                     add(&child.digest, &name, &mut items)?;
+                    subjects.push(child.digest.clone());
                     match parse(&child.digest, &child.media_type, &bytes)? {
                         ManifestContent::Image { config, layers } => {
                             children.push((config, layers))
@@ -150,6 +163,28 @@ pub fn export(
             size: bytes.len() as u64,
             annotations: BTreeMap::from([(REF_NAME.to_owned(), name.clone())]),
         });
+        // The stored referrers of the image and its platforms, each named `<repository>@<digest>`
+        // so that `import` knows the repository and rebuilds the referrers index from `subject`.
+        for subject in &subjects {
+            for referrer in stored_referrers(store, &image.repository_key(), subject)? {
+                if referrers_seen.insert(referrer.digest.clone()) {
+                    for digest in std::iter::once(&referrer.digest).chain(&referrer.blobs) {
+                        add(digest, &name, &mut items)?;
+                    }
+                    let named = ImageRef {
+                        source: image.source.clone(),
+                        reference: Reference::Digest(referrer.digest.clone()),
+                    };
+                    entries.push(LayoutEntry {
+                        media_type: referrer.media_type,
+                        digest: referrer.digest.to_string(),
+                        size: referrer.size,
+                        annotations: BTreeMap::from([(REF_NAME.to_owned(), named.to_string())]),
+                    });
+                    report.referrers += 1;
+                }
+            }
+        }
         report.images.push((name, digest, skipped));
     }
     let index = LayoutIndex {
@@ -163,6 +198,58 @@ pub fn export(
     report.bytes = items.iter().map(|i| i.size).sum();
     write_archive(store, out, &index, &items)?;
     Ok(report)
+}
+
+/// A referrer of an exported manifest: its manifest and the blobs it names, all stored.
+struct Referrer {
+    digest: Digest,
+    media_type: String,
+    size: u64,
+    blobs: Vec<Digest>,
+}
+
+/// The referrers of `subject` in `repository` recorded in the store whose manifest and blobs
+/// are all stored (a referrer never fetched whole is left out).
+fn stored_referrers(
+    store: &Store,
+    repository: &str,
+    subject: &Digest,
+) -> Result<Vec<Referrer>, ArchiveError> {
+    let Some(entry) = store.referrers(repository, subject)? else {
+        return Ok(Vec::new());
+    };
+    let Some(index) = read_stored(store, &entry.digest)? else {
+        return Ok(Vec::new());
+    };
+    let Ok(ManifestContent::Index { manifests }) =
+        ManifestContent::parse(&entry.digest, OCI_INDEX, &index)
+    else {
+        return Ok(Vec::new());
+    };
+    let mut referrers = Vec::new();
+    for descriptor in manifests {
+        let Some(bytes) = read_stored(store, &descriptor.digest)? else {
+            continue;
+        };
+        let Ok(ManifestContent::Image { config, layers }) =
+            ManifestContent::parse(&descriptor.digest, &descriptor.media_type, &bytes)
+        else {
+            continue;
+        };
+        let blobs: Vec<Digest> = std::iter::once(config)
+            .chain(layers)
+            .map(|d| d.digest)
+            .collect();
+        if blobs.iter().all(|d| store.stat(d).is_some()) {
+            referrers.push(Referrer {
+                digest: descriptor.digest,
+                media_type: descriptor.media_type,
+                size: bytes.len() as u64,
+                blobs,
+            });
+        }
+    }
+    Ok(referrers)
 }
 
 /// Writes the tar to `<out>.partial` and renames it to `out` once complete and synced.

@@ -6,9 +6,11 @@
 //! 2. verify every blob: new ones through `Store::ingest` (which hashes, checks size and digest,
 //!    then renames into place), already stored ones by hashing the archive's copy;
 //! 3. check each image is complete and record the manifests' media types;
-//! 4. tag.
+//! 4. tag;
+//! 5. record the referrers: manifests named `<repository>@<digest>` (as `export` names them)
+//!    that have a `subject` join that subject's referrers index in the store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -16,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use oci::{
-    Digest, DigestError, Hasher, ImageRef, ManifestContent, Reference, Registry,
-    MAX_MANIFEST_BYTES, OCI_MANIFEST,
+    Digest, DigestError, Hasher, ImageRef, ManifestContent, MediaType, Reference, Registry,
+    MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
 };
 use storage::{Store, StoreError};
 
@@ -39,6 +41,9 @@ pub struct ImportReport {
     pub blobs_present: usize,
     /// Bytes of the blobs written.
     pub bytes_new: u64,
+    /// Imported manifests that refer to a subject (signatures, attestations), recorded as the
+    /// subject's referrers.
+    pub referrers: usize,
 }
 
 impl fmt::Display for ImportReport {
@@ -50,6 +55,13 @@ impl fmt::Display for ImportReport {
             writeln!(
                 f,
                 "imported {digest} (no name in index.json: reachable by digest only)"
+            )?;
+        }
+        if self.referrers > 0 {
+            writeln!(
+                f,
+                "recorded {} referrers (signatures, attestations, SBOMs) of the images",
+                self.referrers
             )?;
         }
         writeln!(
@@ -225,7 +237,8 @@ pub fn import(
         )?;
     }
 
-    // 4. Tag.
+    // 4. Tag; collect the referrers (named by digest, with a `subject`).
+    let mut referrers: BTreeMap<(String, Digest), Vec<serde_json::Value>> = BTreeMap::new();
     for entry in named {
         match entry.image {
             None => report.untagged.push(entry.digest),
@@ -235,13 +248,91 @@ pub fn import(
                     Reference::Tag(tag) => {
                         store.put_tag(&repo, tag.as_str(), &entry.digest, now)?
                     }
-                    Reference::Digest(_) => store.note_repository(&repo)?,
+                    Reference::Digest(_) => {
+                        store.note_repository(&repo)?;
+                        if let Some((subject, descriptor)) =
+                            referrer(store, &entry.digest, &entry.media_type)?
+                        {
+                            referrers
+                                .entry((repo, subject))
+                                .or_default()
+                                .push(descriptor);
+                        }
+                    }
                 }
                 report.tagged.push((image.to_string(), entry.digest));
             }
         }
     }
+
+    // 5. Each subject's referrers index: the imported referrers, with those already recorded.
+    for ((repo, subject), mut descriptors) in referrers {
+        report.referrers += descriptors.len();
+        if let Some(known) = store.referrers(&repo, &subject)? {
+            let known = read_stored(store, &known.digest)?
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            let known = known
+                .as_ref()
+                .and_then(|k| k["manifests"].as_array())
+                .cloned()
+                .unwrap_or_default();
+            for descriptor in known {
+                if !descriptors
+                    .iter()
+                    .any(|d| d["digest"] == descriptor["digest"])
+                {
+                    descriptors.push(descriptor);
+                }
+            }
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": descriptors,
+        })
+        .to_string();
+        let digest = Digest::compute(oci::Algorithm::Sha256, index.as_bytes());
+        let media_type = MediaType::parse(OCI_INDEX).ok();
+        store.put_bytes(&digest, index.as_bytes(), media_type.as_ref())?;
+        store.put_referrers(&repo, &subject, &digest, now)?;
+    }
     Ok(report)
+}
+
+/// The subject of the stored manifest `digest`, and its descriptor as a referrers index lists
+/// it (`artifactType`: the manifest's, else its config's media type; its annotations); `None`
+/// for a manifest without a subject.
+fn referrer(
+    store: &Store,
+    digest: &Digest,
+    media_type: &str,
+) -> Result<Option<(Digest, serde_json::Value)>, ArchiveError> {
+    let Some(bytes) = read_stored(store, digest)? else {
+        return Ok(None);
+    };
+    let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(None);
+    };
+    let Some(subject) = manifest["subject"]["digest"]
+        .as_str()
+        .and_then(|d| d.parse::<Digest>().ok())
+    else {
+        return Ok(None);
+    };
+    let artifact_type = manifest["artifactType"]
+        .as_str()
+        .or(manifest["config"]["mediaType"].as_str())
+        .unwrap_or_default();
+    let mut descriptor = serde_json::json!({
+        "mediaType": media_type,
+        "digest": digest.to_string(),
+        "size": bytes.len(),
+        "artifactType": artifact_type,
+    });
+    if let Some(annotations) = manifest.get("annotations").filter(|a| a.is_object()) {
+        descriptor["annotations"] = annotations.clone();
+    }
+    Ok(Some((subject, descriptor)))
 }
 
 /// Checks that the manifest `digest` and what it refers to are stored, and records its media
