@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # tests/e2e.sh -- run outpost's end-to-end suite against real software on 127.0.0.1:
-# Debian's docker-registry (Docker Distribution 2.8) as upstreams, skopeo, containerd (ctr) and
-# curl as clients, tinyproxy as a site's HTTP proxy. Installs the Debian packages that are missing
-# (needs root or sudo), builds the outpost binary, then runs tests/e2e*.rs one test at a time (the
-# tests start daemons and ports).
+# Debian's docker-registry (Docker Distribution 2.8) as upstreams; skopeo, containerd (ctr),
+# Docker Engine (docker.io) and curl as clients; tinyproxy as a site's HTTP proxy. Installs the
+# Debian packages that are missing (needs root or sudo), builds the outpost binary, then runs
+# tests/e2e*.rs one test at a time (the tests start daemons and ports).
 #
 # Usage: bash tests/e2e.sh [TEST-NAME-FILTER]     e.g. bash tests/e2e.sh offline
 # Env:   CARGO_PROFILE_FLAGS (e.g. --release) is passed to both cargo commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker-registry skopeo containerd curl apache2-utils tinyproxy)
+packages=(docker-registry skopeo containerd curl apache2-utils tinyproxy docker.io)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -3,7 +3,8 @@
 //! one (a signature manifest with `subject`, its payload and signature, and the referrers tag
 //! `sha256-<hex>`), verified through outpost online and again with the upstream stopped; a
 //! multi-platform index carrying a BuildKit-style attestation manifest (`unknown/unknown`)
-//! pulled by containerd; a Helm chart (an OCI artifact) pulled with the requests `helm pull`
+//! pulled by containerd and by Docker Engine (a throw-away `dockerd` whose registry mirror is
+//! outpost); a Helm chart (an OCI artifact) pulled with the requests `helm pull`
 //! makes (no Helm client can be installed here: Debian 12 has none, nor does PyPI or npm).
 //! Run with `bash tests/e2e.sh referrers`.
 
@@ -14,7 +15,7 @@ use base64::Engine as _;
 use oci::{Algorithm, Digest};
 use outpost_tests::image::{push_blob, push_manifest, Image, ImageSpec, PushTarget};
 use outpost_tests::real::{
-    curl_pull, skopeo_pull, Containerd, Outpost, Registry, RegistryOptions, SkopeoSource,
+    curl_pull, skopeo_pull, Containerd, Dockerd, Outpost, Registry, RegistryOptions, SkopeoSource,
 };
 use outpost_tests::tools::Http;
 use ring::rand::SystemRandom;
@@ -207,15 +208,12 @@ fn a_cosign_signature_verifies_through_outpost_online_and_offline() {
     assert!(warning.is_some_and(|w| w.contains("Stale")));
 }
 
-#[test]
-fn an_index_with_an_attestation_manifest_and_a_helm_chart_pull_through_outpost() {
-    let upstream = Registry::start(RegistryOptions::default());
+/// Pushes `image` and a BuildKit-style index over it and its attestation manifest
+/// (`unknown/unknown`) as `repository:tag`; returns the index digest.
+fn push_attested(upstream: &Registry, repository: &str, tag: &str, image: &Image) -> Digest {
     let url = upstream.url();
-    let image = Image::build(&ImageSpec::small(82));
-    upstream.push(&image, "quay.io/acme/app", "single");
-
-    // A BuildKit-style index: the linux/amd64 image and its attestation manifest.
-    let to = target(&url, "quay.io/acme/app");
+    upstream.push(image, repository, &format!("{tag}-single"));
+    let to = target(&url, repository);
     let statement = br#"{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document"}"#;
     let config_bytes = br#"{"architecture":"unknown","os":"unknown"}"#;
     let config = push_blob(&to, config_bytes);
@@ -250,7 +248,15 @@ fn an_index_with_an_attestation_manifest_and_a_helm_chart_pull_through_outpost()
     let index =
         serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [amd64, att]})
             .to_string();
-    let index_digest = push_manifest(&to, "multi", OCI_INDEX, index.as_bytes());
+    push_manifest(&to, tag, OCI_INDEX, index.as_bytes())
+}
+
+#[test]
+fn an_index_with_an_attestation_manifest_and_a_helm_chart_pull_through_outpost() {
+    let upstream = Registry::start(RegistryOptions::default());
+    let url = upstream.url();
+    let image = Image::build(&ImageSpec::small(82));
+    let index_digest = push_attested(&upstream, "quay.io/acme/app", "multi", &image);
 
     // A Helm chart: its config and chart layer, as `helm push` stores them.
     let chart_to = target(&url, "quay.io/charts/mychart");
@@ -299,4 +305,36 @@ fn an_index_with_an_attestation_manifest_and_a_helm_chart_pull_through_outpost()
         None,
     );
     assert_eq!(pulled, chart_digest);
+}
+
+#[test]
+fn docker_engine_pulls_an_attested_index_through_outpost_as_its_mirror() {
+    let mut upstream = Registry::start(RegistryOptions::default());
+    let image = Image::build(&ImageSpec::small(83));
+    let index_digest = push_attested(&upstream, "docker.io/library/attested", "v1", &image);
+    let outpost = Outpost::start(&format!(
+        "stylus:\n  registryCredentials:\n    domain: {}\n    insecure: true\n",
+        upstream.host()
+    ));
+    let docker = Dockerd::start(&outpost.url());
+    docker.pull_ok("attested:v1");
+    let digests = docker.repo_digests("attested:v1");
+    assert!(
+        digests
+            .iter()
+            .any(|d| d.ends_with(&format!("@{index_digest}"))),
+        "{digests:?} does not name {index_digest}; dockerd log:\n{}",
+        docker.log()
+    );
+    // Docker asked outpost (its mirror) in the Docker Hub form, `library/` included.
+    assert!(upstream
+        .access_log()
+        .iter()
+        .any(|e| e.path == "/v2/docker.io/library/attested/manifests/v1"));
+
+    // Again with the upstream stopped, from a fresh engine: served from outpost's store.
+    upstream.stop();
+    drop(docker);
+    let docker = Dockerd::start(&outpost.url());
+    docker.pull_ok(&format!("attested@{index_digest}"));
 }

@@ -1098,3 +1098,112 @@ impl Tinyproxy {
         self.process = None;
     }
 }
+
+/// A throw-away Docker Engine (Debian's `docker.io`): `dockerd` with its own data root, exec
+/// root, pid file, socket and containerd namespaces under a temp dir, `registry-mirrors`
+/// pointing at a mirror (outpost), no iptables and no bridge (nothing is run, only pulled).
+/// Stopped with SIGTERM (so it takes its containerd down with it), SIGKILL after 20 s.
+pub struct Dockerd {
+    process: Option<Guarded>,
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    /// Starts dockerd with `mirror` (`http://127.0.0.1:PORT`) as its registry mirror and waits
+    /// until `docker info` answers.
+    pub fn start(mirror: &str) -> Dockerd {
+        let dir = temp_dir("outpost-e2e-dockerd.");
+        let d = dir.path();
+        let host = mirror.split_once("://").map_or(mirror, |(_, h)| h);
+        let config = serde_json::json!({
+            "registry-mirrors": [mirror],
+            "insecure-registries": [host],
+        });
+        std::fs::write(d.join("daemon.json"), config.to_string()).unwrap();
+        let mut cmd = Tool::Dockerd.command();
+        cmd.arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .args([
+                "--iptables=false",
+                "--bridge=none",
+                "--containerd-namespace",
+                "outpost-e2e-docker",
+                "--containerd-plugins-namespace",
+                "outpost-e2e-docker-plugins",
+            ]);
+        let log = d.join("dockerd.log");
+        let mut process = Guarded::spawn(cmd, &d.join("dockerd.stdout"), &log, "dockerd");
+        wait_until(&mut process, &log, Duration::from_secs(60), || {
+            run(docker_command(d).arg("info")).status.success()
+        });
+        Dockerd {
+            process: Some(process),
+            dir,
+        }
+    }
+
+    /// A `docker` command for this daemon.
+    pub fn command(&self) -> Command {
+        docker_command(self.dir.path())
+    }
+
+    /// `docker pull reference`; panics with the output when it fails.
+    pub fn pull_ok(&self, reference: &str) {
+        run_ok(self.command().args(["pull", reference]));
+    }
+
+    /// The `RepoDigests` of a pulled image (`name@sha256:…`).
+    pub fn repo_digests(&self, reference: &str) -> Vec<String> {
+        let out = run_ok(self.command().args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            reference,
+        ]));
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+/// A `docker` command for the daemon of `dir` (Debian's client, `/usr/bin/docker`, when
+/// installed: the one `.ci/run` installs, whatever else is on `PATH`).
+fn docker_command(dir: &Path) -> Command {
+    let debian = Path::new("/usr/bin/docker");
+    let mut cmd = if debian.exists() {
+        Command::new(debian)
+    } else {
+        Tool::Docker.command()
+    };
+    cmd.arg("-H")
+        .arg(format!("unix://{}", dir.join("docker.sock").display()));
+    cmd
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let Some(mut process) = self.process.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &process.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while process.exited().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Guarded's drop kills it if it is still there.
+    }
+}

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 /// The command that installs everything the end-to-end suite needs.
 pub const INSTALL_HINT: &str =
-    "sudo apt-get install -y --no-install-recommends docker-registry skopeo containerd curl tinyproxy \
+    "sudo apt-get install -y --no-install-recommends docker-registry skopeo containerd curl tinyproxy docker.io \
      (or run `bash tests/e2e.sh`, which installs what is missing and runs the suite)";
 
 /// A program the end-to-end suite runs, and the Debian package that ships it.
@@ -24,6 +24,9 @@ pub enum Tool {
     Curl,
     /// A site's HTTP proxy.
     Tinyproxy,
+    /// Docker Engine's daemon and client (Debian's `docker.io`).
+    Dockerd,
+    Docker,
 }
 
 impl Tool {
@@ -36,6 +39,8 @@ impl Tool {
             Tool::Containerd => "containerd",
             Tool::Curl => "curl",
             Tool::Tinyproxy => "tinyproxy",
+            Tool::Dockerd => "dockerd",
+            Tool::Docker => "docker",
         }
     }
 
@@ -47,6 +52,7 @@ impl Tool {
             Tool::Ctr | Tool::Containerd => "containerd",
             Tool::Curl => "curl",
             Tool::Tinyproxy => "tinyproxy",
+            Tool::Dockerd | Tool::Docker => "docker.io",
         }
     }
 
