@@ -27,17 +27,6 @@ fn proxied(proxy_url: &str, no_proxy: &str) -> Option<ProxySettings> {
     })
 }
 
-/// An HTTPS fake registry and the PEM of the CA that signed its certificate.
-async fn tls_fake() -> (FakeRegistry, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let generated = certs::generate(dir.path(), &certs::default_sans(), 30, false).unwrap();
-    let tls =
-        certs::ServerTls::new(&generated.layout.server_cert, &generated.layout.server_key).unwrap();
-    let fake = FakeRegistry::start_tls(tls.server_config()).await;
-    let ca = std::fs::read_to_string(&generated.layout.ca_cert).unwrap();
-    (fake, ca, dir)
-}
-
 /// outpost with `fake` as its external registry (prefix `p`), verified with `ca` when given.
 fn config_for(fake: &FakeRegistry, ca: Option<&str>, credentials: Option<(&str, &str)>) -> Config {
     let mut config = external_config(&fake.host(), "p", credentials);
@@ -73,7 +62,7 @@ fn basic(user: &str, password: &str) -> String {
 #[tokio::test]
 async fn an_https_upstream_is_reached_through_a_connect_tunnel_with_the_proxy_credentials() {
     let logs = Captured::global();
-    let (fake, ca, _dir) = tls_fake().await;
+    let (fake, ca, _dir) = FakeRegistry::start_tls_with_ca().await;
     fake.set_auth(Auth::basic("alice", "registry-pw"));
     let image = fake.push_seeded("p/quay.io/app", Some("v1"), 1, &[3000, 5000]);
     let proxy = FakeProxy::start().await;
@@ -237,7 +226,7 @@ async fn manifest_error(outpost: &Outpost, reference: &str) -> (StatusCode, Stri
 
 #[tokio::test]
 async fn proxy_refusals_are_errors_that_name_the_proxy_and_the_setting() {
-    let (fake, ca, _dir) = tls_fake().await;
+    let (fake, ca, _dir) = FakeRegistry::start_tls_with_ca().await;
     fake.push_seeded("p/quay.io/app", Some("v1"), 6, &[100]);
     let proxy = FakeProxy::start().await;
     proxy.require_credentials("edge", "right");

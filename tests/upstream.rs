@@ -687,20 +687,9 @@ async fn stream_256_mib_measuring_memory() {
     );
 }
 
-/// A CA and server certificate for `127.0.0.1`, and a fake registry serving HTTPS with them.
-async fn tls_fake() -> (FakeRegistry, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let generated = certs::generate(dir.path(), &certs::default_sans(), 30, false).unwrap();
-    let tls =
-        certs::ServerTls::new(&generated.layout.server_cert, &generated.layout.server_key).unwrap();
-    let fake = FakeRegistry::start_tls(tls.server_config()).await;
-    let ca = std::fs::read_to_string(&generated.layout.ca_cert).unwrap();
-    (fake, ca, dir)
-}
-
 #[tokio::test]
 async fn https_upstream_trusted_through_extra_cas_speaks_http2() {
-    let (fake, ca, _dir) = tls_fake().await;
+    let (fake, ca, _dir) = FakeRegistry::start_tls_with_ca().await;
     let digest = fake.add_blob(REPO, b"over tls".to_vec());
     let mut t = target(&fake.host(), None);
     t.tls = TlsPolicy {
@@ -721,7 +710,7 @@ async fn https_upstream_trusted_through_extra_cas_speaks_http2() {
 
 #[tokio::test]
 async fn https_upstream_with_an_unknown_ca_is_a_tls_error_unless_insecure() {
-    let (fake, _ca, _dir) = tls_fake().await;
+    let (fake, _ca, _dir) = FakeRegistry::start_tls_with_ca().await;
     let digest = fake.add_blob(REPO, b"over tls".to_vec());
     let mut t = target(&fake.host(), None);
     t.tls = TlsPolicy::default();

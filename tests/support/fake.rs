@@ -385,6 +385,21 @@ impl FakeRegistry {
         }
     }
 
+    /// Starts an HTTPS-only registry whose certificate (for 127.0.0.1, ::1 and localhost) a fresh
+    /// CA signed, as `outpost certs generate` makes them; returns it, the CA's PEM and the dir
+    /// holding the files (keep it alive).
+    pub async fn start_tls_with_ca() -> (FakeRegistry, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let generated = certs::generate(dir.path(), &certs::default_sans(), 30, false)
+            .expect("generate certificates");
+        let tls =
+            certs::ServerTls::new(&generated.layout.server_cert, &generated.layout.server_key)
+                .expect("load the generated certificate");
+        let fake = FakeRegistry::start_tls(tls.server_config()).await;
+        let ca = std::fs::read_to_string(&generated.layout.ca_cert).expect("read the CA");
+        (fake, ca, dir)
+    }
+
     fn state(&self) -> &State {
         &self.server.state
     }
