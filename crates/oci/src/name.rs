@@ -308,28 +308,28 @@ pub struct Source {
 
 impl Source {
     /// A repository on `registry`, with Docker Hub's rule: a one-component name there is under
-    /// `library/`.
-    pub fn new(registry: Registry, repository: Repository) -> Source {
+    /// `library/`; a name that `library/` makes longer than [`MAX_REPOSITORY_LEN`] is refused,
+    /// like any other name that long.
+    pub fn new(registry: Registry, repository: Repository) -> Result<Source, NameError> {
         let repository = if registry.is_docker_hub() && !repository.0.contains('/') {
-            Repository(format!("library/{}", repository.0))
+            Repository::parse(&format!("library/{}", repository.0))?
         } else {
             repository
         };
-        Source {
+        Ok(Source {
             registry,
             repository,
-        }
+        })
     }
 
     /// A name as a client writes it (`quay.io/kairos/core`, `alpine`): a first component that
     /// [`looks_like_host`] is the registry, else `default`.
     pub fn from_name(name: &str, default: &Registry) -> Result<Source, NameError> {
         match name.split_once('/') {
-            Some((first, rest)) if looks_like_host(first) => Ok(Source::new(
-                Registry::parse(first)?,
-                Repository::parse(rest)?,
-            )),
-            _ => Ok(Source::new(default.clone(), Repository::parse(name)?)),
+            Some((first, rest)) if looks_like_host(first) => {
+                Source::new(Registry::parse(first)?, Repository::parse(rest)?)
+            }
+            _ => Source::new(default.clone(), Repository::parse(name)?),
         }
     }
 }
@@ -455,6 +455,13 @@ mod tests {
         assert_eq!(s("[::1]:5000/a"), "[::1]:5000/a");
         assert_eq!(s("index.docker.io/nginx"), "docker.io/library/nginx");
         assert_eq!(s("registry-1.docker.io/nginx"), "docker.io/library/nginx");
+        // `library/` may not push a name past the limit (found by the route fuzz target).
+        let long = "a".repeat(MAX_REPOSITORY_LEN - 4);
+        assert_eq!(
+            Source::from_name(&long, &hub()),
+            Err(NameError::RepositoryTooLong)
+        );
+        assert!(Source::from_name(&format!("quay.io/{long}"), &hub()).is_ok());
         let ghcr = Registry::parse("ghcr.io").unwrap();
         assert_eq!(
             Source::from_name("alpine", &ghcr).unwrap().to_string(),

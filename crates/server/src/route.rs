@@ -223,10 +223,8 @@ fn source(name: &str, ns: Option<&str>, default: &Registry) -> Result<Source, Ro
         Some(ns) => {
             let registry =
                 Registry::parse(ns).map_err(|_| RouteError::RegistryInvalid(ns.to_owned()))?;
-            Ok(Source::new(
-                registry,
-                Repository::parse(name).map_err(|_| invalid())?,
-            ))
+            Source::new(registry, Repository::parse(name).map_err(|_| invalid())?)
+                .map_err(|_| invalid())
         }
         None => Source::from_name(name, default).map_err(|_| invalid()),
     }
