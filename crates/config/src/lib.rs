@@ -49,16 +49,6 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// The proxy variables of the environment, in the order curl reads them.
-const PROXY_VARIABLES: &[&str] = &[
-    "http_proxy",
-    "HTTP_PROXY",
-    "https_proxy",
-    "HTTPS_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-];
-
 impl Loaded {
     /// When the files set no proxy (`stylus.site.network.httpProxy`/`httpsProxy`), the proxy
     /// of the environment (`http_proxy`, `https_proxy`, `no_proxy`, lower case first, then
@@ -69,7 +59,7 @@ impl Loaded {
         &mut self,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<(), String> {
-        let set_in_env: Vec<&str> = PROXY_VARIABLES
+        let set_in_env: Vec<&str> = oci::PROXY_VARIABLES
             .iter()
             .copied()
             .filter(|v| var(v).is_some_and(|x| !x.trim().is_empty()))

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use ipnet::IpNet;
 
+use crate::proxy::split_host_port;
+
 /// One entry of a host list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostRule {
@@ -26,25 +28,6 @@ pub enum HostRule {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a host rule: write a host (`registry.example.com`), `host:port`, `.example.com` for every name below it, an IP address, a CIDR range (`10.0.0.0/8`) or `*`")]
 pub struct HostRuleError(pub String);
-
-/// `host[:port]` (IPv6 in brackets) as a lower-case name and a port.
-fn split(host: &str) -> Option<(String, Option<u16>)> {
-    let host = host.trim().to_ascii_lowercase();
-    if let Some(rest) = host.strip_prefix('[') {
-        let (ip, after) = rest.split_once(']')?;
-        let port = match after {
-            "" => None,
-            p => Some(p.strip_prefix(':')?.parse().ok()?),
-        };
-        return Some((ip.to_owned(), port));
-    }
-    match host.rsplit_once(':') {
-        // More than one colon without brackets: a bare IPv6 address.
-        Some((name, _)) if name.contains(':') => Some((host, None)),
-        Some((name, port)) => Some((name.to_owned(), Some(port.parse().ok()?))),
-        None => Some((host, None)),
-    }
-}
 
 impl FromStr for HostRule {
     type Err = HostRuleError;
@@ -69,7 +52,7 @@ impl FromStr for HostRule {
         if t.contains('/') {
             return t.parse::<IpNet>().map(HostRule::Range).map_err(|_| bad());
         }
-        let (name, port) = split(t).ok_or_else(bad)?;
+        let (name, port) = split_host_port(t).ok_or_else(bad)?;
         let valid = name.parse::<IpAddr>().is_ok()
             || (!name.is_empty()
                 && name.split('.').all(|l| {
@@ -85,7 +68,7 @@ impl FromStr for HostRule {
 impl HostRule {
     /// Whether `host` (`host[:port]`, IPv6 in brackets) is one this rule names.
     pub fn matches(&self, host: &str) -> bool {
-        let Some((name, port)) = split(host) else {
+        let Some((name, port)) = split_host_port(host) else {
             return false;
         };
         match self {

@@ -50,7 +50,7 @@ pub use name::{
 pub use pattern::{PatternError, Prefix, RepoPattern};
 pub use proxy::{
     split_host_port, NoProxy, NoProxyError, ProxyEnvError, ProxyOrigin, ProxySettings, ProxyUrl,
-    ProxyUrlError,
+    ProxyUrlError, PROXY_VARIABLES,
 };
 pub use secret::{Credentials, Secret};
 pub use server_url::{ServerUrl, ServerUrlError};

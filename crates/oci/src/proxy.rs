@@ -295,6 +295,16 @@ pub struct ProxyEnvError {
     pub reason: String,
 }
 
+/// The proxy variables of the environment, in the order curl reads them (lower case first).
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
 impl ProxySettings {
     /// The proxy for a connection to `host` on `port`, `https` for a TLS upstream; `None`:
     /// connect directly.
@@ -333,12 +343,14 @@ impl ProxySettings {
                 })
                 .transpose()
         };
-        let http = url(get("http_proxy", "HTTP_PROXY"))?;
-        let https = url(get("https_proxy", "HTTPS_PROXY"))?;
+        let [http_lower, http_upper, https_lower, https_upper, no_lower, no_upper] =
+            PROXY_VARIABLES;
+        let http = url(get(http_lower, http_upper))?;
+        let https = url(get(https_lower, https_upper))?;
         if http.is_none() && https.is_none() {
             return Ok(None);
         }
-        let no_proxy = match get("no_proxy", "NO_PROXY") {
+        let no_proxy = match get(no_lower, no_upper) {
             Some((variable, value)) => value.parse().map_err(|e: NoProxyError| ProxyEnvError {
                 variable,
                 reason: e.to_string(),

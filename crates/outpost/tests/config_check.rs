@@ -23,14 +23,7 @@ fn check(files: &[&Path], json: bool) -> Output {
 fn check_with_env(files: &[&Path], json: bool, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
     cmd.arg("check");
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
+    for var in oci::PROXY_VARIABLES {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());

@@ -64,7 +64,7 @@ pub(crate) fn setting_name(origin: ProxyOrigin, https: bool) -> &'static str {
 }
 
 /// The proxy hop failed: which proxy (credentials redacted) and how.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("the proxy at {proxy} {problem}")]
 pub(crate) struct ProxyFailure {
     pub proxy: String,

@@ -384,10 +384,7 @@ fn classify(err: &hyper_util::client::legacy::Error) -> Failure {
             return match connect {
                 ConnectError::Direct(TcpConnectError::TimedOut) => Failure::ConnectTimeout,
                 ConnectError::Direct(tcp) => Failure::Connect(chain(tcp)),
-                ConnectError::Proxy(p) => Failure::Proxy(ProxyFailure {
-                    proxy: p.proxy.clone(),
-                    problem: p.problem.clone(),
-                }),
+                ConnectError::Proxy(p) => Failure::Proxy(p.clone()),
             };
         }
         source = e.source();
