@@ -49,14 +49,15 @@ pub fn empty() -> Bytes {
     index(Vec::new())
 }
 
-/// What a client asking with `artifact_type` gets of a checked index: the index as it is
-/// without a filter, else the descriptors of that artifact type, and whether a filter was
-/// applied (`OCI-Filters-Applied: artifactType`).
+/// What a client asking with `artifact_type` gets of a checked index (checked by [`parse`]
+/// before it was stored or served): the index as it is without a filter, else the descriptors
+/// of that artifact type, and whether a filter was applied (`OCI-Filters-Applied:
+/// artifactType`).
 pub fn answer(bytes: &Bytes, artifact_type: Option<&str>) -> Result<(Bytes, bool), String> {
-    let descriptors = parse(bytes)?;
     let Some(wanted) = artifact_type else {
         return Ok((bytes.clone(), false));
     };
+    let descriptors = parse(bytes)?;
     let kept = descriptors
         .into_iter()
         .filter(|d| d.get("artifactType").and_then(Value::as_str) == Some(wanted))
