@@ -13,12 +13,7 @@ S=$BENCH_STATE; CTL="bash $BENCH_DIR/ctl.sh"
 cleanup() { $CTL stop-all || true; }
 trap cleanup EXIT
 rm -rf "$S"/a-*.json "$S"/b-*.json
-cat >"$S/outpost.yaml" <<YAML
-outpost:
-  listen: 127.0.0.1:$OUTPOST_PORT
-  dataDir: $S/outpost/data
-  defaultRegistry: 127.0.0.1:$UP_PORT
-YAML
+$CTL outpost-config
 cp "$A" "$S/a"; cp "$B" "$S/b"
 $CTL upstream-start
 read -r BIGM BIGL BIGSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/big:1 1G --workdir "$S")

@@ -23,25 +23,14 @@ mkdir -p "$S" "$(dirname "$RESULTS")"
 # shellcheck source=ctl.sh
 . "$BENCH_DIR/ctl.sh"
 
-cleanup() {
-  set +e
-  stop_all
-  if [ "${KEEP:-0}" = 1 ]; then log "kept $S"; else rm -rf "$S"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_all_on_exit
 
 ensure_pkgs docker-registry nghttp2-client wrk curl python3
 use_outpost_binary "$REPO"
 # the attackers hold thousands of sockets; outpost raises its own limit
 ulimit -n "$(ulimit -Hn)"
 
-cat >"$S/outpost.yaml" <<YAML
-outpost:
-  listen: 127.0.0.1:$OUTPOST_PORT
-  dataDir: $S/outpost/data
-  defaultRegistry: 127.0.0.1:$UP_PORT
-YAML
+outpost_config
 log "starting the upstream on 127.0.0.1:$UP_PORT, pushing a 4 KiB and a 1 MiB image"
 upstream_start
 read -r SMALLM _ _ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/small:1 4K --workdir "$S")

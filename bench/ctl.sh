@@ -6,6 +6,7 @@
 # Usage: ctl.sh COMMAND     (environment: BENCH_STATE, UP_PORT, OUTPOST_PORT, PEER_PORT,
 #                            NGINX_PORT, OUTPOST_BIN; run.sh exports them)
 #   upstream-start | upstream-stop      docker-registry (Distribution 2.8), filesystem storage
+#   outpost-config                      write $BENCH_STATE/outpost.yaml (the upstream as default registry)
 #   outpost-start  | outpost-stop       outpost serve --config $BENCH_STATE/outpost.yaml
 #   outpost-cold                        stop outpost, wipe its data dir, start it again
 #   peer-start     | peer-stop          docker-registry in proxy mode in front of the upstream
@@ -194,10 +195,30 @@ stop_all() {
   return 0
 }
 
+# The bench's outpost configuration ($BENCH_STATE/outpost.yaml): requests without a registry
+# host go to the upstream on loopback (loopback hosts are insecure registries: plain HTTP).
+outpost_config() {
+  mkdir -p "$S"
+  cat >"$S/outpost.yaml" <<YAML
+outpost:
+  listen: 127.0.0.1:$OUTPOST_PORT
+  dataDir: $S/outpost/data
+  defaultRegistry: 127.0.0.1:$UP_PORT
+YAML
+}
+
+# For the scripts that source this file: on exit stop every server and remove $BENCH_STATE
+# (unless KEEP=1); Ctrl-C exits 130 through the same path.
+stop_all_on_exit() {
+  trap 'set +e; stop_all; if [ "${KEEP:-0}" = 1 ]; then log "kept $S"; else rm -rf "$S"; fi' EXIT
+  trap 'exit 130' INT TERM
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   case "${1:-}" in
     upstream-start) upstream_start ;;
     upstream-stop) stop_pid "$S/upstream/pid" ;;
+    outpost-config) outpost_config ;;
     outpost-start) outpost_start ;;
     outpost-stop) stop_pid "$S/outpost/pid" ;;
     outpost-cold) stop_pid "$S/outpost/pid"; rm -rf "$S/outpost/data"; outpost_start ;;
@@ -210,6 +231,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     containerd-stop) stop_pid "$CTRD/pid" ;;
     ctr-clear) ctr_clear ;;
     stop-all) stop_all ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
 fi

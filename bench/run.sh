@@ -40,13 +40,7 @@ KV=$S/results.kv
 : >"$KV"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-cleanup() {
-  set +e
-  stop_all
-  if [ "${KEEP:-0}" = 1 ]; then log "kept $S"; else rm -rf "$S"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+stop_all_on_exit
 
 # ---------------------------------------------------------------- tools, build
 ensure_pkgs docker-registry nginx-light wrk apache2-utils hyperfine skopeo containerd curl python3 openssl
@@ -89,14 +83,7 @@ ppid_() { cat "$S/peer/pid"; }
 sha_of() { openssl dgst -sha256 -r | awk '{print "sha256:"$1}'; }
 
 # ---------------------------------------------------------------- servers and images
-cat >"$S/outpost.yaml" <<YAML
-# The bench's outpost: requests without a registry host go to the upstream on loopback
-# (loopback hosts are insecure registries: plain HTTP).
-outpost:
-  listen: 127.0.0.1:$OUTPOST_PORT
-  dataDir: $S/outpost/data
-  defaultRegistry: 127.0.0.1:$UP_PORT
-YAML
+outpost_config
 "$OUTPOST_BIN" check --config "$S/outpost.yaml" >"$S/outpost-check.txt" 2>&1 \
   || { cat "$S/outpost-check.txt" >&2; die "outpost check refused $S/outpost.yaml"; }
 
