@@ -54,6 +54,22 @@ pub struct OutpostSection {
     pub upstream: Option<UpstreamSection>,
     pub admin: Option<AdminSection>,
     pub auth: Option<AuthSection>,
+    pub shared_store: Option<SharedStoreSection>,
+}
+
+/// `outpost.sharedStore`: the site's S3 bucket behind every node's own store.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedStoreSection {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<RawSecret>,
+    pub secret_access_key_file: Option<PathBuf>,
+    pub prefix: Option<String>,
+    pub max_size: Option<ByteSize>,
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -87,7 +87,19 @@ section!(OutpostSection {
     tls,
     upstream,
     admin,
-    auth
+    auth,
+    shared_store
+});
+section!(SharedStoreSection {
+    endpoint,
+    region,
+    bucket,
+    access_key_id,
+    secret_access_key,
+    secret_access_key_file,
+    prefix,
+    max_size,
+    timeout
 });
 section!(LocalRegistrySection { enabled });
 section!(CacheSection {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use oci::{Credentials, HostRule, ImageRef, Prefix, Registry, RepoPattern, Source};
+use oci::{Credentials, HostRule, ImageRef, Prefix, Registry, RepoPattern, Secret, Source};
 
 /// One registry outpost may fetch from in place of the source registry
 /// (`stylus.registryCredentials`, or an entry of `stylus.externalRegistries.registries`).
@@ -169,7 +169,33 @@ pub struct Config {
     pub provider: Provider,
     /// `outpost.admin.listen`: where the admin endpoints (metrics, health) listen, when set.
     pub admin_listen: Option<SocketAddr>,
+    /// `outpost.sharedStore`: the site's S3 bucket behind the node's store, when set.
+    pub shared_store: Option<SharedStoreConfig>,
 }
+
+/// `outpost.sharedStore`, validated: every node of a site shares blobs, manifests and tag
+/// records in one bucket of an S3-compatible engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedStoreConfig {
+    /// `http://host:port` or `https://host:port` of the S3 API.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    /// From `secretAccessKey`, or read from `secretAccessKeyFile`.
+    pub secret_access_key: Secret,
+    /// `""` or a key prefix ending in `/`.
+    pub prefix: String,
+    /// `sharedStore.maxSize`: gc removes the oldest blobs beyond it.
+    pub max_size: Option<u64>,
+    /// Every request to the shared store (connect, response headers, a pause in a body).
+    pub timeout: Duration,
+}
+
+/// The default region: Garage's.
+pub const DEFAULT_SHARED_REGION: &str = "garage";
+/// The default timeout of a shared store request.
+pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for Config {
     fn default() -> Self {
@@ -204,6 +230,7 @@ impl Default for Config {
                 certificates: Vec::new(),
             },
             admin_listen: None,
+            shared_store: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use super::error::ConfigError;
-use super::file::{FileConfig, ParsedFile, RegistrySection};
+use super::file::{FileConfig, ParsedFile, RegistrySection, SharedStoreSection};
 use super::model::*;
 use oci::{Credentials, ImageRef, RepoPattern, Secret};
 
@@ -109,6 +109,144 @@ fn external_registry(
     }))
 }
 
+/// `outpost.sharedStore`, checked: endpoint, bucket and both halves of the key are required.
+fn shared_store(
+    section: &SharedStoreSection,
+    files: &[ParsedFile],
+) -> Result<SharedStoreConfig, ConfigError> {
+    let file_of = |is_set: fn(&SharedStoreSection) -> bool| {
+        last_setter(files, |f| {
+            f.outpost
+                .as_ref()
+                .and_then(|o| o.shared_store.as_ref())
+                .is_some_and(is_set)
+        })
+        .map(Path::to_owned)
+        .unwrap_or_default()
+    };
+    let section_file = file_of(|_| true);
+    let problem = |key: &str, file: PathBuf, problem: String| ConfigError::Value {
+        file,
+        key: format!("outpost.sharedStore.{key}"),
+        line: None,
+        problem,
+    };
+    let required = |key: &str, value: &Option<String>, example: &str| match value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => Ok(v.to_owned()),
+        None => Err(problem(
+            key,
+            section_file.clone(),
+            format!("missing: the shared store needs it (for example `{key}: {example}`)"),
+        )),
+    };
+    let endpoint = required("endpoint", &section.endpoint, "http://127.0.0.1:3900")?;
+    if !is_endpoint(&endpoint) {
+        return Err(problem(
+            "endpoint",
+            file_of(|s| s.endpoint.is_some()),
+            format!(
+                "{endpoint:?} is not an S3 API address: write `http://host:port` or \
+                 `https://host:port`, without a path"
+            ),
+        ));
+    }
+    let bucket = required("bucket", &section.bucket, "outpost")?;
+    let access_key_id = required(
+        "accessKeyId",
+        &section.access_key_id,
+        "GK31c2f218a2e44f485b94239e",
+    )?;
+    let secret = match (&section.secret_access_key, &section.secret_access_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(problem(
+                "secretAccessKeyFile",
+                file_of(|s| s.secret_access_key_file.is_some()),
+                "both `secretAccessKey` and `secretAccessKeyFile` are set: keep one".to_owned(),
+            ))
+        }
+        (Some(secret), None) => secret.0.trim().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                problem(
+                    "secretAccessKeyFile",
+                    file_of(|s| s.secret_access_key_file.is_some()),
+                    format!(
+                        "cannot read {}: {e}; check the path and that outpost may read it",
+                        path.display()
+                    ),
+                )
+            })?
+            .trim()
+            .to_owned(),
+        (None, None) => String::new(),
+    };
+    if secret.is_empty() {
+        return Err(problem(
+            "secretAccessKey",
+            section_file.clone(),
+            "missing: give the key's secret as `secretAccessKey`, or a file holding it as \
+             `secretAccessKeyFile`"
+                .to_owned(),
+        ));
+    }
+    let prefix = section
+        .prefix
+        .as_deref()
+        .unwrap_or("")
+        .trim_matches('/')
+        .to_owned();
+    if prefix
+        .split('/')
+        .any(|p| p == "." || p == ".." || (p.is_empty() && !prefix.is_empty()))
+        || prefix.chars().any(|c| c.is_control())
+    {
+        return Err(problem(
+            "prefix",
+            file_of(|s| s.prefix.is_some()),
+            format!("{prefix:?} is not a usable key prefix: use path segments such as `site-a/`"),
+        ));
+    }
+    Ok(SharedStoreConfig {
+        endpoint: endpoint.trim_end_matches('/').to_owned(),
+        region: section
+            .region
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_SHARED_REGION.to_owned()),
+        bucket,
+        access_key_id,
+        secret_access_key: Secret::new(secret),
+        prefix: if prefix.is_empty() {
+            prefix
+        } else {
+            format!("{prefix}/")
+        },
+        max_size: section.max_size.map(|s| s.0),
+        timeout: section
+            .timeout
+            .map(|t| t.0)
+            .unwrap_or(DEFAULT_SHARED_TIMEOUT),
+    })
+}
+
+/// `http(s)://host[:port]` with nothing after it but an optional `/`.
+fn is_endpoint(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    !authority.is_empty()
+        && !authority.contains(['/', '?', '#', '@', ' '])
+        && oci::split_host_port(authority).is_some()
+}
+
 /// Build the [`Config`] from the merged content of `files`.
 pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, ConfigError> {
     let mut config = Config::default();
@@ -193,6 +331,9 @@ pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, Conf
         if let Some(auth) = &o.auth {
             config.client_auth.htpasswd = auth.htpasswd.clone();
             config.client_auth.anonymous = auth.anonymous.unwrap_or(false);
+        }
+        if let Some(section) = &o.shared_store {
+            config.shared_store = Some(shared_store(section, files)?);
         }
     }
 

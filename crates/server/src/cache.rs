@@ -35,6 +35,7 @@ use crate::origin;
 use crate::read;
 use crate::referrers;
 use crate::response::{self, ByteRange};
+use crate::tier::Tier;
 
 /// How often batched last-access times are written to the index.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
@@ -51,6 +52,8 @@ impl Offload for BlockingPool {
 /// The local registry.
 pub struct Cache {
     store: Arc<dyn ContentStore>,
+    /// The site's shared store behind `store` (`outpost.sharedStore`).
+    tier: Option<Arc<Tier>>,
     fills: Arc<Fills>,
     backoff: Backoff,
     upstream: Upstream,
@@ -80,6 +83,15 @@ impl Cache {
                 source: std::io::Error::other(e),
             })??;
         let store: Arc<dyn ContentStore> = Arc::new(Embedded::new(store, Arc::new(BlockingPool)));
+        let tier = match &config.shared_store {
+            Some(settings) => {
+                let tier = Tier::new(settings, &config.data_dir, metrics.clone())?;
+                tier.attach(store.clone());
+                tracing::info!(shared_store = %tier.store().name(), "shared store configured");
+                Some(tier)
+            }
+            None => None,
+        };
         let (stop, mut stopped) = watch::channel(());
         let flusher = store.clone();
         tokio::spawn(async move {
@@ -97,6 +109,7 @@ impl Cache {
         });
         Ok(Cache {
             store,
+            tier,
             fills: Arc::new(Fills::default()),
             backoff: Backoff::default(),
             upstream,
@@ -110,6 +123,11 @@ impl Cache {
 
     pub fn store(&self) -> &Arc<dyn ContentStore> {
         &self.store
+    }
+
+    /// The shared store, when one is configured.
+    pub fn shared(&self) -> Option<&shared::SharedStore> {
+        self.tier.as_deref().map(Tier::store)
     }
 
     pub fn fills_in_flight(&self) -> usize {
@@ -175,6 +193,14 @@ impl Cache {
                 if let Some(manifest) = stored.filter(|m| accepts(&accept, &m.media_type)) {
                     return Ok(response::mark(response::manifest(&manifest, head), "hit"));
                 }
+                let shared = self.shared_manifest(digest).await?;
+                if let Some(manifest) = shared.filter(|m| accepts(&accept, &m.media_type)) {
+                    self.store.note_repository(&repo).await?;
+                    return Ok(response::mark(
+                        response::manifest(&manifest, head),
+                        "shared",
+                    ));
+                }
                 let manifest = fetch().await?;
                 let stored = self.store_manifest(&repo, None, &manifest).await?;
                 return Ok(response::mark(
@@ -184,7 +210,7 @@ impl Cache {
             }
             Reference::Tag(tag) => tag.as_str(),
         };
-        let entry = self.store.tag(&repo, tag).await?;
+        let (entry, from_shared) = self.tag_entry(&repo, tag).await?;
         let stored = match &entry {
             Some(entry) => self.stored_manifest(&entry.digest).await?,
             None => None,
@@ -204,7 +230,8 @@ impl Cache {
             .duration_since(entry.checked_at)
             .unwrap_or_default();
         if age < self.config.cache.tag_ttl {
-            return Ok(response::mark(response::manifest(&stored, head), "hit"));
+            let outcome = if from_shared { "shared" } else { "hit" };
+            return Ok(response::mark(response::manifest(&stored, head), outcome));
         }
         let current = self
             .ask(
@@ -217,6 +244,9 @@ impl Cache {
                 self.store
                     .put_tag(&repo, tag, &stored.digest, self.now())
                     .await?;
+                if let Some(tier) = &self.tier {
+                    tier.upload_tag(self.store.clone(), &repo, tag);
+                }
                 return Ok(response::mark(
                     response::manifest(&stored, head),
                     "revalidated",
@@ -236,6 +266,77 @@ impl Cache {
             Err(e) if e.is_unavailable() => Ok(response::stale(&stored, head, &e)),
             Err(e) => Err(e),
         }
+    }
+
+    /// The tag record of `repo:tag` and whether it came from the shared store: the node's own,
+    /// unless it has none or an expired one and the shared store has a newer one whose manifest
+    /// is at hand (then that one is stored locally and used).
+    async fn tag_entry(
+        &self,
+        repo: &str,
+        tag: &str,
+    ) -> Result<(Option<storage::TagEntry>, bool), ApiError> {
+        let ours = self.store.tag(repo, tag).await?;
+        let Some(tier) = &self.tier else {
+            return Ok((ours, false));
+        };
+        let fresh = |e: &storage::TagEntry| {
+            self.now()
+                .duration_since(e.checked_at)
+                .is_ok_and(|age| age < self.config.cache.tag_ttl)
+        };
+        if ours.as_ref().is_some_and(fresh) {
+            return Ok((ours, false));
+        }
+        let Some(theirs) = tier.tag(repo, tag).await else {
+            return Ok((ours, false));
+        };
+        if ours
+            .as_ref()
+            .is_some_and(|o| o.checked_at >= theirs.checked_at)
+        {
+            return Ok((ours, false));
+        }
+        let known = self.stored_manifest(&theirs.digest).await?.is_some()
+            || self.shared_manifest(&theirs.digest).await?.is_some();
+        if !known {
+            return Ok((ours, false));
+        }
+        self.store
+            .put_tag(repo, tag, &theirs.digest, theirs.checked_at)
+            .await?;
+        self.store.note_repository(repo).await?;
+        Ok((Some(theirs), true))
+    }
+
+    /// A manifest from the shared store (verified), stored in the node's store too; `None` when
+    /// there is no shared store, it does not have it or does not answer.
+    async fn shared_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, ApiError> {
+        let Some(tier) = &self.tier else {
+            return Ok(None);
+        };
+        let Some((info, bytes)) = tier.manifest(digest).await else {
+            return Ok(None);
+        };
+        let Some(media_type) = info.media_type else {
+            return Ok(None);
+        };
+        let manifest = Manifest {
+            bytes,
+            media_type,
+            digest: info.digest,
+        };
+        if self
+            .room()
+            .refuses(Some(manifest.bytes.len() as u64), &*self.store)
+            .is_none()
+        {
+            let m = manifest.clone();
+            if let Err(e) = self.store.put(&m.digest, m.bytes, Some(m.media_type)).await {
+                tracing::warn!(%digest, error = %e, "a manifest from the shared store was not stored");
+            }
+        }
+        Ok(Some(manifest))
     }
 
     /// A stored manifest, `None` when it is not stored or its media type is unknown (a blob
@@ -282,6 +383,10 @@ impl Cache {
                 .await?;
         }
         self.store.note_repository(repo).await?;
+        if let Some(tier) = &self.tier {
+            let tag = tag.map(|t| (repo.to_owned(), t.to_owned()));
+            tier.upload_manifest(self.store.clone(), manifest.digest.clone(), tag);
+        }
         Ok(true)
     }
 
@@ -414,8 +519,8 @@ impl Cache {
             if let Err(error) = &started {
                 self.backoff.note(target, error);
             }
-            let size = match started? {
-                Started::Streaming(size) => size,
+            let (size, shared) = match started? {
+                Started::Streaming(size, shared) => (size, shared),
                 Started::Stored => continue, // stored meanwhile
                 Started::PassThrough => {
                     let pass = origin::pass_blob(&self.upstream, target, digest, range, false);
@@ -438,7 +543,7 @@ impl Cache {
             };
             return Ok(response::mark(
                 response::blob(digest, range, size, body),
-                "miss",
+                if shared { "shared" } else { "miss" },
             ));
         }
     }
@@ -454,6 +559,7 @@ impl Cache {
             digest: digest.clone(),
             timeout: self.config.cache.fill_timeout,
             room: self.room(),
+            tier: self.tier.clone(),
             on_commit: Box::new(move |store: Arc<dyn ContentStore>| {
                 if let Some(max) = max_size.filter(|max| store.usage().bytes > *max) {
                     tokio::spawn(async move {

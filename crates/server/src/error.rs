@@ -115,17 +115,18 @@ impl ApiError {
         )
     }
 
-    /// A blob download broke off (the connection, or writing the temp file).
-    pub fn download_broken(digest: &Digest, host: &str, why: &dyn std::fmt::Display) -> ApiError {
+    /// A blob download broke off (the connection, or writing the temp file). `from` names the
+    /// source: `upstream <host>` or `the shared store (…)`.
+    pub fn download_broken(digest: &Digest, from: &str, why: &dyn std::fmt::Display) -> ApiError {
         ApiError::bad_gateway(format!(
-            "the download of {digest} from upstream {host} broke off: {why}; nothing was stored"
+            "the download of {digest} from {from} broke off: {why}; nothing was stored"
         ))
     }
 
     /// A downloaded blob did not match its digest or size.
-    pub fn blob_unverified(host: &str, why: &dyn std::fmt::Display) -> ApiError {
+    pub fn blob_unverified(from: &str, why: &dyn std::fmt::Display) -> ApiError {
         ApiError::bad_gateway(format!(
-            "upstream {host} sent a blob that failed verification: {why}; nothing was stored"
+            "{from} sent a blob that failed verification: {why}; nothing was stored"
         ))
     }
 
@@ -140,12 +141,12 @@ impl ApiError {
 
     /// A blob of unknown size outgrew the room the store may use (`cache.maxSize`,
     /// `cache.minFree`) while it was downloaded: stopped, nothing stored.
-    pub fn no_room(digest: &Digest, host: &str, why: &str) -> ApiError {
+    pub fn no_room(digest: &Digest, from: &str, why: &str) -> ApiError {
         ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "UNKNOWN",
             format!(
-                "the download of {digest} from upstream {host} was stopped: {why}; nothing was \
+                "the download of {digest} from {from} was stopped: {why}; nothing was \
                  stored (raise the limit, or free space on the data dir's file system)"
             ),
         )

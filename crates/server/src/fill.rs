@@ -36,6 +36,8 @@ use upstream::Upstream;
 use crate::body::{Body, BoxError};
 use crate::error::ApiError;
 use crate::origin;
+use crate::read;
+use crate::tier::{Found, Tier};
 
 /// The state of one fill, as its followers see it.
 #[derive(Clone)]
@@ -60,12 +62,15 @@ pub struct Progress {
     /// The upstream's `Content-Length`, when it sent one.
     pub size: Option<u64>,
     pub written: u64,
+    /// The bytes come from the site's shared store, not the upstream.
+    pub shared: bool,
 }
 
 /// How a fill started, for the request that joined it.
 pub enum Started {
-    /// The response size, when the upstream said it.
-    Streaming(Option<u64>),
+    /// The response size, when the upstream said it; whether the bytes come from the shared
+    /// store.
+    Streaming(Option<u64>, bool),
     /// Serve the blob from the store.
     Stored,
     /// Pass the blob through from the upstream, unstored (the fill logged why).
@@ -125,6 +130,8 @@ pub struct FillJob {
     pub timeout: Duration,
     pub room: Room,
     pub on_commit: OnCommit,
+    /// The site's shared store, asked before the upstream and given what the upstream sent.
+    pub tier: Option<Arc<Tier>>,
 }
 
 /// Removes a fill from the map when its task ends, however it ends (a panic included).
@@ -202,7 +209,25 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         tx.send_replace(FillState::Stored);
         return Ok(());
     }
-    let (size, mut body) = origin::get_blob(&job.upstream, &job.target, &job.digest).await?;
+    // The shared store first: it has the blob, or this node takes the lease and downloads it,
+    // or another node is downloading it (wait), or it does not answer (download).
+    let give_up = tokio::time::Instant::now() + job.timeout / 2;
+    let found = match &job.tier {
+        Some(tier) => tier.find_blob(&job.digest, give_up).await,
+        None => Found::Download(None),
+    };
+    let (size, mut body, lease, shared) = match found {
+        Found::Shared(blob) => {
+            let size = blob.info.size;
+            let body = read::body(blob.reader, 0, size);
+            (Some(size), body, None, true)
+        }
+        Found::Download(lease) => {
+            let (size, body) = origin::get_blob(&job.upstream, &job.target, &job.digest).await?;
+            let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+            (size, body, lease, false)
+        }
+    };
     if let Some(why) = size.and_then(|_| job.room.refuses(size, &*job.store)) {
         tracing::warn!(digest = %job.digest, "not stored, passed through: {why}");
         tx.send_replace(FillState::PassThrough);
@@ -229,9 +254,13 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         follow: follow.clone(),
         size,
         written: 0,
+        shared,
     }));
-    let broken =
-        |e: &dyn std::fmt::Display| ApiError::download_broken(&job.digest, &job.target.host, e);
+    let source = match (&job.tier, shared) {
+        (Some(tier), true) => format!("the shared store ({})", tier.store().name()),
+        _ => format!("upstream {}", job.target.host),
+    };
+    let broken = |e: &dyn std::fmt::Display| ApiError::download_broken(&job.digest, &source, e);
     let (mut received, mut checked) = (0u64, 0u64);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| broken(&e))?;
@@ -253,20 +282,26 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
                 outgrown = job.room.refuses(None, &*job.store);
             }
             if let Some(why) = outgrown {
-                return Err(ApiError::no_room(&job.digest, &job.target.host, &why));
+                return Err(ApiError::no_room(&job.digest, &source, &why));
             }
         }
         if writer.write(data).await.is_err() {
             break; // the store's own error comes from verify, below
         }
     }
-    let verified = writer.verify().await.map_err(|e| match e {
-        e @ (storage::StoreError::DigestMismatch { .. }
-        | storage::StoreError::SizeMismatch { .. }) => {
-            ApiError::blob_unverified(&job.target.host, &e)
+    let verified = match writer.verify().await {
+        Ok(verified) => verified,
+        Err(
+            e @ (storage::StoreError::DigestMismatch { .. }
+            | storage::StoreError::SizeMismatch { .. }),
+        ) => {
+            if let (Some(tier), true) = (&job.tier, shared) {
+                tier.corrupt(&job.digest, &e).await;
+            }
+            return Err(ApiError::blob_unverified(&source, &e));
         }
-        e => broken(&e),
-    })?;
+        Err(e) => return Err(broken(&e)),
+    };
     let written = match &*tx.borrow() {
         FillState::Streaming(p) => p.written,
         _ => 0,
@@ -275,10 +310,16 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         follow,
         size: Some(written),
         written,
+        shared,
     }));
     // The fsync and rename: followers need not wait for them.
     match verified.commit(None).await {
-        Ok(_) => (job.on_commit)(job.store.clone()),
+        Ok(_) => {
+            if let (Some(tier), false) = (&job.tier, shared) {
+                tier.upload_blob(job.store.clone(), job.digest.clone(), lease);
+            }
+            (job.on_commit)(job.store.clone())
+        }
         Err(e) => {
             tracing::error!(digest = %job.digest, error = %e, "a verified blob could not be stored")
         }
@@ -293,8 +334,8 @@ pub async fn wait_started(rx: &mut watch::Receiver<FillState>) -> Result<Started
             FillState::Connecting => {}
             FillState::Stored => return Ok(Started::Stored),
             FillState::PassThrough => return Ok(Started::PassThrough),
-            FillState::Streaming(p) => return Ok(Started::Streaming(p.size)),
-            FillState::Verified(p) => return Ok(Started::Streaming(Some(p.written))),
+            FillState::Streaming(p) => return Ok(Started::Streaming(p.size, p.shared)),
+            FillState::Verified(p) => return Ok(Started::Streaming(Some(p.written), p.shared)),
             FillState::Failed(e) => return Err(e.clone()),
         }
         if rx.changed().await.is_err() {

@@ -47,6 +47,7 @@ mod referrers;
 mod response;
 mod route;
 mod serve;
+mod tier;
 
 pub use app::{App, AppError};
 pub use body::{Body, BoxError};

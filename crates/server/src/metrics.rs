@@ -21,6 +21,11 @@
 //! | `outpost_evictions_total`, `outpost_evicted_bytes_total` | counter | |
 //! | `outpost_config_refused_total` | counter | |
 //! | `outpost_ready` | gauge | |
+//! | `outpost_shared_store_up` | gauge | (1: answering; 0: degraded, the node serves without it) |
+//! | `outpost_shared_store_errors_total` | counter | `operation` |
+//! | `outpost_shared_store_corrupt_total` | counter | (objects whose bytes did not match their digest) |
+//! | `outpost_shared_store_uploads_total` | counter | `result` (`ok`, `present`, `failed`) |
+//! | `outpost_shared_store_pending_uploads` | gauge | (failed uploads waiting for a retry) |
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +88,16 @@ struct HostLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     host: String,
     result: &'static str,
@@ -105,6 +120,8 @@ pub enum ServedFrom {
     Store,
     /// An upstream (a miss, a pass-through, the local registry disabled).
     Upstream,
+    /// The site's shared store (a node-local miss that another node had fetched).
+    Shared,
 }
 
 impl ServedFrom {
@@ -112,6 +129,7 @@ impl ServedFrom {
     pub fn of(cache: Option<&str>, upstream: bool) -> Option<ServedFrom> {
         match cache {
             Some("hit" | "revalidated" | "stale") => Some(ServedFrom::Store),
+            Some("shared") => Some(ServedFrom::Shared),
             Some(_) => Some(ServedFrom::Upstream),
             None if upstream => Some(ServedFrom::Upstream),
             None => None,
@@ -122,6 +140,7 @@ impl ServedFrom {
         match self {
             ServedFrom::Store => "store",
             ServedFrom::Upstream => "upstream",
+            ServedFrom::Shared => "shared",
         }
     }
 }
@@ -153,6 +172,11 @@ pub struct Metrics {
     evicted_bytes: Counter,
     config_refused: Counter,
     ready: Gauge,
+    shared_up: Gauge,
+    shared_errors: Family<OperationLabels, Counter>,
+    shared_corrupt: Counter,
+    shared_uploads: Family<ResultLabels, Counter>,
+    shared_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -184,6 +208,11 @@ impl Metrics {
             evicted_bytes: Counter::default(),
             config_refused: Counter::default(),
             ready: Gauge::default(),
+            shared_up: Gauge::default(),
+            shared_errors: Family::default(),
+            shared_corrupt: Counter::default(),
+            shared_uploads: Family::default(),
+            shared_pending: Gauge::default(),
         };
         let r = &mut metrics.registry;
         r.register(
@@ -252,7 +281,63 @@ impl Metrics {
             "1 once the store is open and reconciled and the listener is up (what /readyz answers)",
             metrics.ready.clone(),
         );
+        r.register(
+            "shared_store_up",
+            "1 while the site's shared store answers, 0 while it is degraded (the node serves from \
+             its own store and the upstreams)",
+            metrics.shared_up.clone(),
+        );
+        r.register(
+            "shared_store_errors",
+            "Shared store calls that failed or timed out, by operation",
+            metrics.shared_errors.clone(),
+        );
+        r.register(
+            "shared_store_corrupt",
+            "Objects of the shared store whose bytes did not match their digest (removed, fetched again)",
+            metrics.shared_corrupt.clone(),
+        );
+        r.register(
+            "shared_store_uploads",
+            "Blobs, manifests and tag records copied to the shared store, by result (ok, present, failed)",
+            metrics.shared_uploads.clone(),
+        );
+        r.register(
+            "shared_store_pending_uploads",
+            "Uploads to the shared store that failed and wait for a retry",
+            metrics.shared_pending.clone(),
+        );
         metrics
+    }
+
+    /// Whether the shared store answers (`false`: degraded).
+    pub fn shared_up(&self, up: bool) {
+        self.shared_up.set(i64::from(up));
+    }
+
+    /// A shared store call that failed or timed out.
+    pub fn shared_error(&self, operation: &'static str) {
+        self.shared_errors
+            .get_or_create(&OperationLabels { operation })
+            .inc();
+    }
+
+    /// An object of the shared store found corrupt.
+    pub fn shared_corrupt(&self) {
+        self.shared_corrupt.inc();
+    }
+
+    /// One upload to the shared store: `ok`, `present` (already there) or `failed`.
+    pub fn shared_upload(&self, result: &'static str) {
+        self.shared_uploads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Uploads waiting for a retry now.
+    pub fn shared_pending(&self, pending: usize) {
+        self.shared_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// One client request answered (recorded when its response headers go out).

@@ -89,6 +89,14 @@ pub enum StoreError {
         limit: u64,
     },
 
+    /// A remote store (the site's shared S3 store) failed or did not answer in time.
+    #[error("the shared store ({store}) could not {action}: {reason}")]
+    Remote {
+        store: String,
+        action: String,
+        reason: String,
+    },
+
     /// An index record could not be decoded.
     #[error(
         "index record {key:?} in tree `{tree}` is malformed ({reason}); stop outpost and move \

@@ -14,6 +14,9 @@ pub struct CheckArgs {
     /// Print the routing table as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also connect to the shared store (`outpost.sharedStore`) and say whether it answers.
+    #[arg(long)]
+    pub probe: bool,
 }
 
 pub fn run(args: CheckArgs) -> Result<(), Failure> {
@@ -36,6 +39,12 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         if config.client_auth.required() || !config.listen.ip().is_loopback() {
             text.push_str(&format!("\nCLIENTS: {}\n", clients(config)));
         }
+        if let Some(settings) = &config.shared_store {
+            text.push_str(&format!(
+                "\nSHARED STORE: {}\n",
+                shared_store(settings, args.probe)?
+            ));
+        }
         text
     };
     let mut stdout = std::io::stdout().lock();
@@ -49,6 +58,27 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The shared store as `check` says it: where, and with `--probe` whether it answers.
+fn shared_store(settings: &config::SharedStoreConfig, probe: bool) -> Result<String, Failure> {
+    let settings = super::shared_settings(settings);
+    let mut text = settings.describe();
+    if !probe {
+        text.push_str(" (not contacted; `--probe` checks it)");
+        return Ok(text);
+    }
+    let store = shared::SharedStore::new(&settings).map_err(|e| Failure::Other(e.into()))?;
+    let answer = super::runtime()?.block_on(store.probe());
+    match answer {
+        Ok(usage) => text.push_str(&format!(
+            ": reachable, {} blobs, {}",
+            usage.blobs,
+            config::ByteSize(usage.bytes)
+        )),
+        Err(e) => text.push_str(&format!(": NOT REACHABLE: {e}")),
+    }
+    Ok(text)
 }
 
 /// Who may pull, as `check` says it after the table.
