@@ -37,4 +37,4 @@ export OUTPOST_BIN="$target_dir/$profile/outpost"
 echo "e2e: outpost binary: $OUTPOST_BIN" >&2
 
 # shellcheck disable=SC2086
-exec cargo test ${CARGO_PROFILE_FLAGS:-} -p outpost-tests --features e2e --test e2e --test e2e_archive --test e2e_proxy --test e2e_referrers -- --test-threads=1 "$@"
+exec cargo test ${CARGO_PROFILE_FLAGS:-} -p outpost-tests --features e2e --test e2e --test e2e_archive --test e2e_proxy --test e2e_referrers --test e2e_shared -- --test-threads=1 "$@"

@@ -1,11 +1,13 @@
 //! Test support.
 pub mod fake;
+pub mod garage;
 pub mod image;
 pub mod logs;
 pub mod outpost;
 pub mod own_process;
 pub mod proxy;
 pub mod real;
+pub mod s3;
 pub mod token_server;
 pub mod tools;
 pub mod wait;

@@ -39,7 +39,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn temp_dir(prefix: &str) -> tempfile::TempDir {
+pub(crate) fn temp_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -47,13 +47,13 @@ fn temp_dir(prefix: &str) -> tempfile::TempDir {
 }
 
 /// A child process killed and reaped when dropped.
-struct Guarded {
+pub(crate) struct Guarded {
     child: Child,
     what: String,
 }
 
 impl Guarded {
-    fn spawn(mut command: Command, stdout: &Path, stderr: &Path, what: &str) -> Guarded {
+    pub(crate) fn spawn(mut command: Command, stdout: &Path, stderr: &Path, what: &str) -> Guarded {
         let out = std::fs::File::create(stdout).expect("create a log file");
         let err = std::fs::File::create(stderr).expect("create a log file");
         let child = command
@@ -69,7 +69,7 @@ impl Guarded {
     }
 
     /// `Some(status)` once the process has exited.
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().expect("wait for a child")
     }
 }
@@ -85,7 +85,7 @@ impl Drop for Guarded {
 
 /// Polls `ready` every 100 ms until it is true, the process exits (panic with its log) or
 /// `timeout` passes (panic).
-fn wait_until(
+pub(crate) fn wait_until(
     process: &mut Guarded,
     log: &Path,
     timeout: Duration,

@@ -172,11 +172,7 @@ impl SharedStore {
             }
             blobs = kept;
             let used: u64 = blobs.iter().map(|b: &ListedBlob| b.size).sum();
-            let Some(max) = max_size.filter(|max| used > *max) else {
-                break;
-            };
-            let _ = max;
-            if roots.is_empty() {
+            if max_size.is_none_or(|max| used <= max) || roots.is_empty() {
                 break;
             }
             let oldest = roots.remove(0);
