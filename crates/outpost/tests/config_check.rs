@@ -485,3 +485,103 @@ fn check_reads_the_proxy_of_the_environment_when_the_files_set_none() {
         "{stderr}"
     );
 }
+
+const SHARED_SECRET: &str = "b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1c9d1d0c1ad2e7c1d1";
+
+fn shared_store_yaml(endpoint: &str, extra: &str) -> String {
+    format!(
+        "outpost:\n  sharedStore:\n    endpoint: {endpoint}\n    bucket: outpost\n    \
+         accessKeyId: {key}\n    prefix: site-a/\n{extra}",
+        key = outpost_tests::s3::ACCESS_KEY_ID
+    )
+}
+
+#[test]
+fn check_shows_the_shared_store_and_probes_it_without_showing_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(outpost_tests::s3::FakeS3::start("outpost"));
+    let secret_file = write(dir.path(), "s3-secret", &format!("{SHARED_SECRET}\n"));
+    let file = write(
+        dir.path(),
+        "outpost.yaml",
+        &shared_store_yaml(
+            &s3.endpoint(),
+            &format!("    secretAccessKeyFile: {}\n", secret_file.display()),
+        ),
+    );
+    let out = check(&[&file], false);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("SHARED STORE:"))
+        .unwrap_or_else(|| panic!("no SHARED STORE line:\n{stdout}"));
+    assert!(
+        line.contains(&s3.endpoint()) && line.contains("bucket outpost"),
+        "{line}"
+    );
+    assert!(
+        line.contains("prefix site-a/") && line.contains("not contacted"),
+        "{line}"
+    );
+    assert!(
+        s3.requests().is_empty(),
+        "check without --probe contacted the store"
+    );
+
+    let probed = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["check", "--probe", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = text(&probed.stdout);
+    assert!(stdout.contains(": reachable, 0 blobs"), "{stdout}");
+    let everything = stdout + &text(&probed.stderr);
+    assert!(!everything.contains(SHARED_SECRET), "{everything}");
+
+    s3.set_unreachable(true);
+    let probed = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["check", "--probe", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = text(&probed.stdout);
+    assert!(stdout.contains("NOT REACHABLE"), "{stdout}");
+    assert!(!stdout.contains(SHARED_SECRET), "{stdout}");
+}
+
+#[test]
+fn a_shared_store_without_bucket_or_secret_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "outpost:\n  sharedStore:\n    endpoint: http://127.0.0.1:3900\n    accessKeyId: GK1\n    secretAccessKey: s\n".to_owned(),
+            "outpost.sharedStore.bucket",
+        ),
+        (shared_store_yaml("http://127.0.0.1:3900", ""), "outpost.sharedStore.secretAccessKey"),
+        (
+            shared_store_yaml("127.0.0.1:3900", "    secretAccessKey: s\n"),
+            "outpost.sharedStore.endpoint",
+        ),
+        (
+            shared_store_yaml(
+                "http://127.0.0.1:3900",
+                "    secretAccessKeyFile: /nonexistent/secret\n",
+            ),
+            "outpost.sharedStore.secretAccessKeyFile",
+        ),
+        (
+            shared_store_yaml("http://127.0.0.1:3900", "    secretAccesKey: s\n"),
+            "secretAccesKey",
+        ),
+    ];
+    for (yaml, key) in cases {
+        let file = write(dir.path(), "outpost.yaml", &yaml);
+        let out = check(&[&file], false);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}\n{stderr}");
+        assert!(stderr.contains(key), "{yaml}\nexpected {key} in: {stderr}");
+        assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    }
+}
