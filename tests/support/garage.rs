@@ -16,12 +16,12 @@
 //!    output), `bucket allow --read --write --owner outpost --key outpost-key`;
 //! 4. until a signed `ListObjectsV2` of the bucket answers 200 on every node's S3 API.
 //!
-//! That takes a few seconds (about 2.5 s for three nodes on a 2-core machine).
+//! That takes a few seconds: 2 to 3.5 s for three nodes on a busy 2-core machine.
 //!
 //! The `garage` binary is `$GARAGE_BIN`, else `garage` on `PATH`, else `$CARGO_HOME/bin/garage`
 //! (`~/.cargo/bin/garage`). When there is none, the suite installs it once with
-//! `cargo install --locked garage` (about 8 minutes) and fails with a clear message when that
-//! fails.
+//! `cargo install --locked garage` (8 to 20 minutes; 17.5 on 2 busy cores) and fails with a
+//! clear message when that fails.
 //!
 //! S3 requests are made with curl's own SigV4 signing (`--aws-sigv4 aws:amz:garage:s3`):
 //! [`GarageCluster::put`], [`GarageCluster::get`], or [`GarageCluster::s3_curl`] for anything
@@ -29,7 +29,13 @@
 //! X-Amz-Content-Sha256 field"), which curl 7.88 does not send by itself; when the header is
 //! given, curl signs with its value. So bodies go as `--data-binary @FILE` with the header set
 //! to the body's SHA-256 (for a big streamed body, `--upload-file` with
-//! `x-amz-content-sha256: UNSIGNED-PAYLOAD` works too).
+//! `x-amz-content-sha256: UNSIGNED-PAYLOAD` works too). curl 7.88 signs the query string as
+//! written: its parameters must be sorted and percent-encoded (`?list-type=2&prefix=a%2F`), or
+//! Garage answers 403 "Invalid signature".
+//!
+//! What Garage 2.5 does with conditional requests: `PutObject` ignores `If-None-Match: *` and
+//! `If-Match` (200, the object is overwritten); `GetObject` honours `If-None-Match` (304) and
+//! `If-Match` (412).
 //!
 //! Every process is killed and reaped on `Drop` (also when a test panics), then its dir removed;
 //! [`GarageCluster::kill`] SIGKILLs one node while the others keep serving.
@@ -278,13 +284,8 @@ impl GarageCluster {
     }
 
     /// How many nodes the cluster was started with (killed ones included).
-    pub fn len(&self) -> usize {
+    pub fn node_count(&self) -> usize {
         self.nodes.len()
-    }
-
-    /// Never: a cluster has at least one node.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 
     /// `http://127.0.0.1:PORT`, node `node`'s S3 API.
@@ -403,9 +404,12 @@ impl GarageCluster {
     }
 
     fn node(&self, node: usize) -> &GarageNode {
-        self.nodes
-            .get(node)
-            .unwrap_or_else(|| panic!("no garage node {node} (the cluster has {})", self.len()))
+        self.nodes.get(node).unwrap_or_else(|| {
+            panic!(
+                "no garage node {node} (the cluster has {})",
+                self.nodes.len()
+            )
+        })
     }
 
     /// The first node whose process is running (the CLI needs one to talk to).
@@ -434,8 +438,8 @@ impl GarageCluster {
                 };
                 if Instant::now() > deadline {
                     panic!(
-                        "waiting for {what}: node {index} still answers, after {STAGE_TIMEOUT:?}: \
-                         {last}\nits log ({}):\n{}",
+                        "gave up waiting for {what} after {STAGE_TIMEOUT:?}; node {index} last \
+                         answered: {last}\nits log ({}):\n{}",
                         self.nodes[index].log_path().display(),
                         self.log(index)
                     );
@@ -558,7 +562,6 @@ fn s3_request(
     let payload = body.unwrap_or_default();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, payload));
     let response_body = tempfile::NamedTempFile::new().expect("temp file for a response body");
-    let request_body = tempfile::NamedTempFile::new().expect("temp file for a request body");
     let mut cmd = s3_curl(access_key_id, secret_access_key);
     cmd.args(["-sS", "--max-time", "30", "-D", "-", "-o"])
         .arg(response_body.path())
@@ -575,15 +578,24 @@ fn s3_request(
     for (name, value) in headers {
         cmd.arg("-H").arg(format!("{name}: {value}"));
     }
-    if let Some(body) = body {
-        std::fs::write(request_body.path(), body).expect("write a request body");
-        // `--data-binary` would default to a form content type; S3 stores what it is given.
-        cmd.args(["-H", "Content-Type: application/octet-stream"])
-            .arg("--data-binary")
-            .arg(format!("@{}", request_body.path().display()));
-    }
+    // Kept until curl has run.
+    let request_body = body.map(|body| {
+        let file = tempfile::NamedTempFile::new().expect("temp file for a request body");
+        std::fs::write(file.path(), body).expect("write a request body");
+        // `--data-binary` would send a form's content type, which S3 would store.
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            cmd.args(["-H", "Content-Type: application/octet-stream"]);
+        }
+        cmd.arg("--data-binary")
+            .arg(format!("@{}", file.path().display()));
+        file
+    });
     cmd.arg(url);
     let out = run(&mut cmd);
+    drop(request_body);
     if !out.status.success() {
         return Err(format!(
             "{} failed ({}): {}",
@@ -643,7 +655,7 @@ pub fn garage_binary() -> PathBuf {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             eprintln!(
                 "garage: not found ($GARAGE_BIN, PATH, {}); installing it with \
-                 `cargo install --locked garage` (about 8 minutes)…",
+                 `cargo install --locked garage` (8 to 20 minutes)…",
                 cargo_bin_dir().join("garage").display()
             );
             let began = Instant::now();

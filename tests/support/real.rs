@@ -315,6 +315,8 @@ impl Registry {
         self.process = None;
         self.earlier_log
             .push_str(&std::fs::read_to_string(self.access_log_path()).unwrap_or_default());
+        // Kept in `earlier_log` now: [`Registry::access_log`] must not count these lines twice.
+        let _ = std::fs::write(self.access_log_path(), "");
         assert!(
             TcpStream::connect_timeout(
                 &SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),

@@ -195,7 +195,7 @@ pub struct SharedStoreConfig {
 /// The default region: Garage's.
 pub const DEFAULT_SHARED_REGION: &str = "garage";
 /// The default timeout of a shared store request.
-pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Config {
     fn default() -> Self {
