@@ -345,8 +345,11 @@ impl Tier {
             }
         };
         // A whole upload may take long: the deadline applies to each step inside the client.
+        let size = opened.info.size;
+        let started = Instant::now();
         match copy(opened, &self.store).await {
             Ok(()) => {
+                tracing::info!(%digest, bytes = size, seconds = started.elapsed().as_secs_f64(), "copied to the shared store");
                 self.healthy();
                 self.metrics.shared_upload("ok");
                 true
