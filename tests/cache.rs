@@ -388,6 +388,72 @@ async fn an_expired_tag_is_revalidated_with_a_head() {
     );
 }
 
+/// containerd 2.x downloads a big layer as several concurrent `Range` requests: one upstream
+/// download serves them all, and a range is answered as its bytes arrive, never waiting for the
+/// rest of the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ranges_of_a_cold_blob_come_from_one_download_as_it_arrives() {
+    let fake = FakeRegistry::start().await;
+    let (part, parts) = (8u64 << 20, 4u64);
+    let len = part * parts;
+    let digest = fake.add_large_blob(REPO, len, 9);
+    // The upstream holds after 20 MiB: the first two ranges have all their bytes, the last
+    // two do not.
+    let held_at = 20u64 << 20;
+    fake.stall_blobs_after(held_at);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let url = outpost.url(&blob_path(&digest));
+    let tasks: Vec<_> = (0..parts)
+        .map(|i| {
+            let (client, url) = (Client::new(), url.clone());
+            let range = format!("bytes={}-{}", i * part, (i + 1) * part - 1);
+            tokio::spawn(async move { client.get_with(&url, &[("range", &range)]).await })
+        })
+        .collect();
+    let mut tasks = tasks.into_iter();
+    let mut assembled = Vec::with_capacity(len as usize);
+    for i in 0..2 {
+        let reply = within(
+            "a range below the held point, while the upstream holds",
+            DEADLINE,
+            tasks.next().unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(reply.body.len() as u64, part, "range {i}");
+        assert_eq!(
+            reply.header("content-range").map(str::to_owned),
+            Some(format!("bytes {}-{}/{len}", i * part, (i + 1) * part - 1))
+        );
+        assembled.extend_from_slice(&reply.body);
+    }
+    assert_eq!(
+        fake.blob_bytes_sent(),
+        held_at,
+        "the upstream was still holding"
+    );
+    let rest: Vec<_> = tasks.collect();
+    assert!(
+        rest.iter().all(|t| !t.is_finished()),
+        "a range past the held point ended"
+    );
+    fake.release_blobs();
+    for task in rest {
+        let reply = within("the ranges past the held point", DEADLINE, task)
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
+        assembled.extend_from_slice(&reply.body);
+    }
+    assert_eq!(Digest::compute(oci::Algorithm::Sha256, &assembled), digest);
+    assert_eq!(
+        fake.requests_matching("GET", &digest.to_string()).len(),
+        1,
+        "upstream asked more than once"
+    );
+}
+
 #[tokio::test]
 async fn ranges_cold_and_warm() {
     let fake = FakeRegistry::start().await;

@@ -7,8 +7,10 @@
 //! one included, is a *follower*: its response body reads the bytes written so far (the store's
 //! [`Follow`] readers) and waits for more. So a client that joins mid-download still gets the
 //! whole blob, a slow or vanished client never slows or aborts the download, and no follower
-//! sees a clean end of body before the digest has been verified: the last byte of each response
-//! is released only once it has. A fill that fails (upstream error, broken connection, digest
+//! of the whole blob sees a clean end of body before the digest has been verified: the blob's
+//! last byte is released only once it has. A `Range` that ends before the blob's last byte
+//! (containerd's parallel layer download) is answered as its bytes arrive, never waiting for the
+//! rest of the blob; its client verifies the assembled blob. A fill that fails (upstream error, broken connection, digest
 //! mismatch, fill timeout) stores nothing and ends every follower's body in an error; the next
 //! request starts a new fill.
 //!
@@ -389,11 +391,15 @@ impl Follower {
                         (Some(p.follow.clone()), end, true)
                     }
                     FillState::Streaming(p) => {
-                        // Hold back the last byte of the response until the blob is verified.
-                        let end = self
-                            .end
-                            .or(p.size)
-                            .map_or(u64::MAX, |e| e.saturating_sub(1));
+                        // Hold back the blob's last byte until the blob is verified. A range
+                        // that ends before it is released as its bytes arrive (and ends then):
+                        // a client assembling ranges checks the digest of the whole.
+                        let last = p.size.map_or(u64::MAX, |size| size.saturating_sub(1));
+                        let end = self.end.map_or(last, |end| end.min(last));
+                        let ranged_done = self.end.is_some_and(|e| e <= last && self.offset >= e);
+                        if ranged_done {
+                            return Ok(None);
+                        }
                         (Some(p.follow.clone()), p.written.min(end), false)
                     }
                 }

@@ -23,7 +23,9 @@
 //! `origin` never import the handlers (`.ci/check-deps` checks it).
 //!
 //! Invariants: credentials only leave the process towards the upstream they belong to; a client
-//! never receives bytes that do not match the digest it asked for with a clean end of body; no
+//! never receives a whole blob or manifest that does not match the digest it asked for with a
+//! clean end of body (a `Range` of a blob being downloaded is sent as it arrives, before the
+//! blob is verified: the client checks the assembled blob); no
 //! input (request, upstream answer, stored record) can make a handler panic.
 #![forbid(unsafe_code)]
 
