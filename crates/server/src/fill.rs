@@ -64,8 +64,62 @@ pub struct Progress {
     /// The upstream's `Content-Length`, when it sent one.
     pub size: Option<u64>,
     pub written: u64,
+    /// Bytes received so far; the most recent of them are in `recent`.
+    pub received: u64,
+    pub recent: Arc<Recent>,
     /// The bytes come from the site's shared store, not the upstream.
     pub shared: bool,
+}
+
+/// How many of the most recently received bytes of a fill are kept in memory.
+const RECENT_BYTES: usize = 4 << 20;
+/// Followers hear of received bytes at most once per this many.
+const NOTIFY_EVERY: u64 = 256 << 10;
+
+/// The most recently received bytes of a fill: followers near the head (most of them) are
+/// answered from here, without reading back the file being written; those further behind read
+/// the file.
+#[derive(Default)]
+pub struct Recent {
+    inner: Mutex<RecentChunks>,
+}
+
+#[derive(Default)]
+struct RecentChunks {
+    /// `(offset, bytes)`, in order.
+    chunks: std::collections::VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    end: u64,
+}
+
+impl Recent {
+    fn push(&self, chunk: Bytes) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let offset = inner.end;
+        inner.end += chunk.len() as u64;
+        inner.bytes += chunk.len();
+        inner.chunks.push_back((offset, chunk));
+        while inner.bytes > RECENT_BYTES && inner.chunks.len() > 1 {
+            if let Some((_, old)) = inner.chunks.pop_front() {
+                inner.bytes -= old.len();
+            }
+        }
+    }
+
+    /// Up to `max` bytes at `offset`, when they are still in memory.
+    fn get(&self, offset: u64, max: u64) -> Option<Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let i = inner
+            .chunks
+            .partition_point(|(start, chunk)| start + chunk.len() as u64 <= offset);
+        let (start, chunk) = inner.chunks.get(i)?;
+        if *start > offset {
+            return None;
+        }
+        let from = (offset - start) as usize;
+        let to = chunk.len().min(from.saturating_add(max as usize));
+        Some(chunk.slice(from..to))
+    }
 }
 
 /// How a fill started, for the request that joined it.
@@ -252,10 +306,13 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
             "the store cannot be read while it is written",
         )
     })?;
+    let recent = Arc::new(Recent::default());
     tx.send_replace(FillState::Streaming(Progress {
         follow: follow.clone(),
         size,
         written: 0,
+        received: 0,
+        recent: recent.clone(),
         shared,
     }));
     let source = match (&job.tier, shared) {
@@ -263,7 +320,7 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         _ => format!("upstream {}", job.target.host),
     };
     let broken = |e: &dyn std::fmt::Display| ApiError::download_broken(&job.digest, &source, e);
-    let (mut received, mut checked) = (0u64, 0u64);
+    let (mut received, mut checked, mut notified) = (0u64, 0u64, 0u64);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| broken(&e))?;
         let Ok(data) = frame.into_data() else {
@@ -287,10 +344,16 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
                 return Err(ApiError::no_room(&job.digest, &source, &why));
             }
         }
+        recent.push(data.clone());
+        if received - notified >= NOTIFY_EVERY {
+            notified = received;
+            publish_received(&tx, received);
+        }
         if writer.write(data).await.is_err() {
             break; // the store's own error comes from verify, below
         }
     }
+    publish_received(&tx, received);
     let verified = match writer.verify().await {
         Ok(verified) => verified,
         Err(
@@ -312,6 +375,8 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         follow,
         size: Some(written),
         written,
+        received: written,
+        recent,
         shared,
     }));
     // The fsync and rename: followers need not wait for them.
@@ -327,6 +392,15 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
         }
     }
     Ok(())
+}
+
+/// Tells followers that `received` bytes are in memory.
+fn publish_received(tx: &watch::Sender<FillState>, received: u64) {
+    tx.send_modify(|state| {
+        if let FillState::Streaming(progress) = state {
+            progress.received = received;
+        }
+    });
 }
 
 /// Waits until the fill has response headers, found the blob stored, or failed.
@@ -376,10 +450,11 @@ struct Follower {
 }
 
 impl Follower {
-    /// The next chunk of the response; `None` at its end.
+    /// The next chunk of the response; `None` at its end. From memory when the bytes are still
+    /// there ([`Recent`]), else from the file being written.
     async fn next(&mut self) -> Result<Option<Bytes>, BoxError> {
         loop {
-            let (follow, deliverable, complete) = {
+            let (progress, end, complete) = {
                 let state = self.rx.borrow_and_update();
                 match &*state {
                     FillState::Connecting | FillState::Stored | FillState::PassThrough => {
@@ -388,7 +463,7 @@ impl Follower {
                     FillState::Failed(e) => return Err(e.message.clone().into()),
                     FillState::Verified(p) => {
                         let end = self.end.unwrap_or(p.written).min(p.written);
-                        (Some(p.follow.clone()), end, true)
+                        (Some(p.clone()), end, true)
                     }
                     FillState::Streaming(p) => {
                         // Hold back the blob's last byte until the blob is verified. A range
@@ -400,15 +475,25 @@ impl Follower {
                         if ranged_done {
                             return Ok(None);
                         }
-                        (Some(p.follow.clone()), p.written.min(end), false)
+                        (Some(p.clone()), end, false)
                     }
                 }
             };
-            if let Some(follow) = follow.filter(|_| self.offset < deliverable) {
-                let reader = self.reader.get_or_insert_with(|| follow());
-                let chunk = reader.read(self.offset, deliverable - self.offset).await?;
-                self.offset += chunk.len() as u64;
-                return Ok(Some(chunk));
+            if let Some(p) = progress {
+                let in_memory = p.received.min(end);
+                if self.offset < in_memory {
+                    if let Some(chunk) = p.recent.get(self.offset, in_memory - self.offset) {
+                        self.offset += chunk.len() as u64;
+                        return Ok(Some(chunk));
+                    }
+                }
+                let in_file = p.written.min(end);
+                if self.offset < in_file {
+                    let reader = self.reader.get_or_insert_with(|| (p.follow)());
+                    let chunk = reader.read(self.offset, in_file - self.offset).await?;
+                    self.offset += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
             }
             if complete {
                 return Ok(None);
@@ -417,5 +502,36 @@ impl Follower {
                 return Err("the blob download ended unexpectedly".into());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_bytes_are_found_by_offset_until_they_fall_out_of_the_window() {
+        let recent = Recent::default();
+        let chunk = |n: u8, len: usize| Bytes::from(vec![n; len]);
+        recent.push(chunk(1, 1000));
+        recent.push(chunk(2, 500));
+        assert_eq!(recent.get(0, 10), Some(chunk(1, 10)));
+        assert_eq!(
+            recent.get(990, 100),
+            Some(chunk(1, 10)),
+            "a read stops at its chunk's end"
+        );
+        assert_eq!(recent.get(1000, 1000), Some(chunk(2, 500)));
+        assert_eq!(recent.get(1200, 50), Some(chunk(2, 50)));
+        assert_eq!(recent.get(1500, 10), None, "not received yet");
+        // Past the window, the oldest chunks go; the newest always stays.
+        let big = RECENT_BYTES;
+        recent.push(chunk(3, big));
+        assert_eq!(recent.get(0, 10), None);
+        assert_eq!(recent.get(1000, 10), None);
+        assert_eq!(recent.get(1500 + big as u64 - 1, 10), Some(chunk(3, 1)));
+        recent.push(chunk(4, big));
+        assert_eq!(recent.get(1500, 1), None);
+        assert_eq!(recent.get(1500 + big as u64, 1), Some(chunk(4, 1)));
     }
 }

@@ -6,9 +6,11 @@
 //! [`ChunkReader`] (inline when the page cache has the bytes); everything else that touches the
 //! disk (writing, fsync, rename, gc) runs through the [`Offload`].
 //!
-//! A write is one offloaded job for its whole life: it creates the temp file, then takes the
-//! chunks from a bounded channel, hashing and writing them, and reports progress every
-//! [`PUBLISH_EVERY`] bytes; so a download costs one hand-off per batch of frames, not per frame.
+//! A write is two offloaded jobs for its whole life, fed the same chunks over two bounded
+//! channels: one creates the temp file and writes them, reporting progress every
+//! [`PUBLISH_EVERY`] bytes; the other hashes them. Hashing and the page-cache copy of the write
+//! are the two big costs of a cold download and run in parallel; a download costs one hand-off
+//! per batch of frames, not per frame. `verify` waits for both and checks the digest.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -17,7 +19,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
-use oci::{Digest, MediaType};
+use oci::{Digest, Hasher, MediaType};
 
 use crate::chunks::ChunkReader;
 use crate::content::Space;
@@ -139,6 +141,16 @@ impl ContentStore for Embedded {
     ) -> BoxFuture<'a, Result<Ingesting, StoreError>> {
         // A bounded channel holds its buffer plus one slot per sender.
         let (chunks, mut received) = mpsc::channel::<Bytes>(QUEUED_CHUNKS - 1);
+        let (hash_chunks, mut hash_received) = mpsc::channel::<Bytes>(QUEUED_CHUNKS - 1);
+        let (hashed_tx, hashed) = oneshot::channel::<Digest>();
+        let algorithm = digest.algorithm();
+        self.offload.run(Box::new(move || {
+            let mut hasher = Hasher::new(algorithm);
+            while let Some(chunk) = futures_executor::block_on(next_chunk(&mut hash_received)) {
+                hasher.update(&chunk);
+            }
+            let _ = hashed_tx.send(hasher.finish());
+        }));
         let (opened_tx, opened) = oneshot::channel::<Result<File, StoreError>>();
         let (done_tx, done) = oneshot::channel::<Result<Ingest, StoreError>>();
         let (store, digest) = (self.store.clone(), digest.clone());
@@ -147,8 +159,9 @@ impl ContentStore for Embedded {
                 .ingest(&digest, size)
                 .and_then(|i| Ok((i.reader()?, i)))
             {
-                Ok((reader, ingest)) => {
+                Ok((reader, mut ingest)) => {
                     let _ = opened_tx.send(Ok(reader));
+                    ingest.take_hasher(); // the other job hashes
                     ingest
                 }
                 Err(e) => {
@@ -204,7 +217,9 @@ impl ContentStore for Embedded {
             Ok(Ingesting {
                 writer: Box::new(EmbeddedWriter {
                     chunks,
+                    hash_chunks,
                     done,
+                    hashed,
                     offload,
                 }),
                 follow: Some(follow),
@@ -293,10 +308,13 @@ fn next_chunk(
     })
 }
 
-/// The async side of a write: chunks go to the writer job over a bounded channel.
+/// The async side of a write: chunks go to the writer job and the hashing job over bounded
+/// channels.
 struct EmbeddedWriter {
     chunks: mpsc::Sender<Bytes>,
+    hash_chunks: mpsc::Sender<Bytes>,
     done: oneshot::Receiver<Result<Ingest, StoreError>>,
+    hashed: oneshot::Receiver<Digest>,
     offload: Arc<dyn Offload>,
 }
 
@@ -306,6 +324,12 @@ impl BlobWrite for EmbeddedWriter {
             std::future::poll_fn(|cx| self.chunks.poll_ready(cx))
                 .await
                 .map_err(|_| Lost)?;
+            std::future::poll_fn(|cx| self.hash_chunks.poll_ready(cx))
+                .await
+                .map_err(|_| Lost)?;
+            self.hash_chunks
+                .start_send(chunk.clone())
+                .map_err(|_| Lost)?;
             self.chunks.start_send(chunk).map_err(|_| Lost)?;
             Ok(())
         })
@@ -314,13 +338,17 @@ impl BlobWrite for EmbeddedWriter {
     fn verify(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn VerifiedWrite>, StoreError>> {
         let EmbeddedWriter {
             chunks,
+            hash_chunks,
             done,
+            hashed,
             offload,
         } = *self;
         drop(chunks); // ends the writer job's loop
+        drop(hash_chunks); // and the hashing job's
         Box::pin(async move {
             let mut ingest = done.await.map_err(|_| Lost)??;
-            ingest.verify()?;
+            let actual = hashed.await.map_err(|_| Lost)?;
+            ingest.verify_with(actual)?;
             Ok(Box::new(EmbeddedVerified { ingest, offload }) as Box<dyn VerifiedWrite>)
         })
     }

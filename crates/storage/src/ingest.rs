@@ -26,6 +26,8 @@ pub struct Ingest {
     done: bool,
     /// `true` once size and digest were checked ([`Ingest::verify`]).
     verified: bool,
+    /// `true` when the caller hashes the bytes itself ([`Ingest::take_hasher`]).
+    hashed_elsewhere: bool,
     _lease: Lease,
 }
 
@@ -54,6 +56,7 @@ impl Store {
             written: 0,
             done: false,
             verified: false,
+            hashed_elsewhere: false,
             _lease: lease,
         })
     }
@@ -179,6 +182,43 @@ impl Ingest {
             .map_err(|e| StoreError::io("open temp file for reading", &self.temp, e))
     }
 
+    /// Takes the hashing out of the writes, for a caller that hashes the same bytes elsewhere
+    /// (on another thread, in parallel with the writes): it then verifies with
+    /// [`Ingest::verify_with`] and the digest it computed. `None` if already taken.
+    pub fn take_hasher(&mut self) -> Option<Hasher> {
+        let hasher = self.hasher.take()?;
+        self.hashed_elsewhere = true;
+        Some(hasher)
+    }
+
+    /// [`Ingest::verify`] for an ingest whose bytes the caller hashed ([`Ingest::take_hasher`]):
+    /// `actual` is what they hash to.
+    pub fn verify_with(&mut self, actual: Digest) -> Result<(), StoreError> {
+        if self.verified {
+            return Ok(());
+        }
+        self.check_size()?;
+        if actual != self.digest {
+            return Err(StoreError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        self.verified = true;
+        Ok(())
+    }
+
+    fn check_size(&self) -> Result<(), StoreError> {
+        match self.expected_size {
+            Some(expected) if expected != self.written => Err(StoreError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected,
+                actual: self.written,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Checks size and digest of what was written, without the (slow) fsync and rename of
     /// [`Ingest::commit`]: once this returns `Ok`, the bytes written are the blob, and a reader of
     /// [`Ingest::reader`] may treat them as verified. On error the ingest is spent (drop it).
@@ -186,21 +226,14 @@ impl Ingest {
         if self.verified {
             return Ok(());
         }
-        if let Some(expected) = self.expected_size {
-            if expected != self.written {
-                return Err(StoreError::SizeMismatch {
-                    digest: self.digest.clone(),
-                    expected,
-                    actual: self.written,
-                });
-            }
-        }
+        self.check_size()?;
         let Some(hasher) = self.hasher.take() else {
-            return Err(StoreError::io(
-                "verify",
-                &self.temp,
-                io::Error::other("this ingest already failed verification"),
-            ));
+            let why = if self.hashed_elsewhere {
+                "its bytes are hashed by the caller: verify with the caller's digest"
+            } else {
+                "this ingest already failed verification"
+            };
+            return Err(StoreError::io("verify", &self.temp, io::Error::other(why)));
         };
         let actual = hasher.finish();
         if actual != self.digest {
