@@ -96,3 +96,81 @@ fn a_data_dir_in_use_is_refused_with_the_way_out() {
     assert_eq!(code, 1);
     assert!(stderr.contains("stop `outpost serve`"), "{stderr}");
 }
+
+/// A config whose shared store is the fake S3 `s3`.
+fn shared_config(dir: &Path, s3: &outpost_tests::s3::FakeS3) -> std::path::PathBuf {
+    let path = dir.join("outpost.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "outpost:\n  sharedStore:\n    endpoint: {}\n    bucket: {}\n    accessKeyId: {}\n    \
+             secretAccessKey: {}\n",
+            s3.endpoint(),
+            s3.bucket(),
+            s3.access_key_id(),
+            s3.secret_access_key()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn verify_and_gc_cover_the_shared_store() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(outpost_tests::s3::FakeS3::start("outpost"));
+    let good = b"a good blob".to_vec();
+    let bad = b"a blob whose object was overwritten".to_vec();
+    let (good_digest, bad_digest) = (
+        Digest::compute(Algorithm::Sha256, &good),
+        Digest::compute(Algorithm::Sha256, &bad),
+    );
+    s3.insert(&format!("blobs/sha256/{}", good_digest.hex()), good);
+    s3.insert(
+        &format!("blobs/sha256/{}", bad_digest.hex()),
+        b"something else".to_vec(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = shared_config(dir.path(), &s3);
+    let config = config.to_str().unwrap();
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().unwrap();
+
+    let (code, stdout, stderr) = outpost(&["verify", "--config", config, "--data-dir", data_dir]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("shared store: 2 blobs"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("corrupt: {bad_digest}")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("--repair"), "{stderr}");
+    let (code, stdout, stderr) = outpost(&[
+        "verify",
+        "--config",
+        config,
+        "--data-dir",
+        data_dir,
+        "--repair",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(s3
+        .object(&format!("blobs/sha256/{}", bad_digest.hex()))
+        .is_none());
+
+    // No tag reaches the good blob: gc keeps it while it is young, removes it after.
+    let (code, stdout, stderr) = outpost(&["gc", "--config", config, "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("removed 0 blobs"), "{stdout}");
+    let (code, stdout, stderr) = outpost(&[
+        "gc",
+        "--config",
+        config,
+        "--data-dir",
+        data_dir,
+        "--shared-grace",
+        "0s",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("removed 1 blobs"), "{stdout}");
+    assert!(s3.keys("blobs/").is_empty());
+}
