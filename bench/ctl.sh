@@ -41,7 +41,8 @@ ensure_pkgs() {
 # copy it into $S and export OUTPOST_BIN (that copy) and BIN_ORIGIN (where it came from).
 use_outpost_binary() {
   local REPO=$1 TARGET_DIR
-  export BIN_ORIGIN="built by this run from $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?') plus any uncommitted changes"
+  BIN_ORIGIN="built by this run from $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?') plus any uncommitted changes"
+  export BIN_ORIGIN
   if [ -n "${OUTPOST_BIN:-}" ]; then
     BIN_ORIGIN="given as OUTPOST_BIN=$OUTPOST_BIN${OUTPOST_REV:+ (built from $OUTPOST_REV)}"
     log "using the outpost binary $OUTPOST_BIN (OUTPOST_BIN)"
@@ -191,6 +192,7 @@ stop_all() {
   stop_pid "$S/nginx/pid"
   stop_pid "$S/peer/pid"
   stop_pid "$S/outpost/pid"
+  stop_pid "$S/outpost-1tag.pid" # run.sh's control outpost of the many-tags case
   stop_pid "$S/upstream/pid"
   return 0
 }

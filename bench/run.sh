@@ -12,11 +12,17 @@
 #   MID [256M]        blob size of the concurrent-clients case
 #   CLIENTS [20]      concurrent clients
 #   WRK_SECS [10]     seconds per manifest load run; WRK_CONNS [16] connections
-#   STARTUP_BLOBS [10000]  blobs in the data dir of the start-up case
+#   STARTUP_BLOBS [100000; 2000 when BIG is under 1 GiB]  blobs in the data dir of the start-up case
+#   STARTUP_TAGS [10000; 200 when BIG is under 1 GiB]  tags stored in it (through outpost) for
+#                     the start-up, idle RSS and many-tags manifest cases
+#   RANGES [4]        concurrent Range GETs of the cold BIG blob (containerd's per-layer downloads)
+#   IDLE_SECS [5; 2 when BIG is under 1 GiB]  idle time before reading outpost's RSS on that data dir
+#   TAG_ROUNDS [3; 1 when BIG is under 1 GiB]  rounds of the many-tags manifest load (4 wrk runs each)
 #   SKIP_CTR=1 / SKIP_SKOPEO=1  leave out the end-to-end pulls
 #   OUTPOST_BIN       use this outpost binary instead of building one (`cargo build --release`);
 #                     OUTPOST_REV: the commit it was built from, for the report
 #   UP_PORT [5400] OUTPOST_PORT [5401] PEER_PORT [5402] NGINX_PORT [5403]
+#   TAGS_PORT [5404]  a second outpost (one tag stored), the control of the many-tags case
 #   BENCH_STATE [a new /tmp/outpost-bench.XXXXXX]  state dir (removed at the end unless KEEP=1)
 set -euo pipefail
 
@@ -24,9 +30,16 @@ BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 export RUNS=${RUNS:-5} PEER_FANOUT_RUNS=${PEER_FANOUT_RUNS:-1} BIG=${BIG:-1G} MID=${MID:-256M}
 export CLIENTS=${CLIENTS:-20} WRK_SECS=${WRK_SECS:-10} WRK_CONNS=${WRK_CONNS:-16}
-export STARTUP_BLOBS=${STARTUP_BLOBS:-10000}
+# a BIG under 1 GiB is a quick run: the data dir of the start-up case is kept small too
+case $BIG in *[GgTt]) QUICK=0 ;; *) QUICK=1 ;; esac
+if [ $QUICK = 1 ]; then
+  export STARTUP_BLOBS=${STARTUP_BLOBS:-2000} STARTUP_TAGS=${STARTUP_TAGS:-200}
+else
+  export STARTUP_BLOBS=${STARTUP_BLOBS:-100000} STARTUP_TAGS=${STARTUP_TAGS:-10000}
+fi
+export RANGES=${RANGES:-4} IDLE_SECS=${IDLE_SECS:-$((QUICK ? 2 : 5))} TAG_ROUNDS=${TAG_ROUNDS:-$((QUICK ? 1 : 3))}
 export UP_PORT=${UP_PORT:-5400} OUTPOST_PORT=${OUTPOST_PORT:-5401} PEER_PORT=${PEER_PORT:-5402}
-export NGINX_PORT=${NGINX_PORT:-5403}
+export NGINX_PORT=${NGINX_PORT:-5403} TAGS_PORT=${TAGS_PORT:-5404}
 export BENCH_STATE=${BENCH_STATE:-$(mktemp -d /tmp/outpost-bench.XXXXXX)}
 RESULTS=${1:-$BENCH_DIR/results-$(date -u +%Y%m%dT%H%M%SZ).md}
 S=$BENCH_STATE
@@ -89,8 +102,8 @@ outpost_config
 
 log "starting the upstream on 127.0.0.1:$UP_PORT and pushing images ($BIG, $MID, 4K)"
 upstream_start
-read -r BIGM BIGL BIGSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/big:1 "$BIG" --workdir "$S")
-read -r MIDM MIDL MIDSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/mid:1 "$MID" --workdir "$S")
+read -r _ BIGL BIGSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/big:1 "$BIG" --workdir "$S")
+read -r _ MIDL MIDSZ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/mid:1 "$MID" --workdir "$S")
 read -r SMALLM _ _ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/small:1 4K --workdir "$S")
 kv big_size "$BIGSZ"; kv mid_size "$MIDSZ"; kv clients "$CLIENTS"; kv big_layer "$BIGL"; kv mid_layer "$MIDL"; kv small_manifest "$SMALLM"
 UP=http://127.0.0.1:$UP_PORT OP=http://127.0.0.1:$OUTPOST_PORT PE=http://127.0.0.1:$PEER_PORT
@@ -148,25 +161,28 @@ got=$(curl -sf "$OP$BIGP" | sha_of); kv warm_outpost_digest_ok "$([ "$got" = "$B
 # ---------------------------------------------------------------- cached manifest under load
 log "cached manifest: wrk (GET) and ab -i -k (HEAD), $WRK_CONNS connections, ${WRK_SECS}s each"
 ACC='Accept: application/vnd.oci.image.manifest.v1+json'
-# load NAME METHOD URL: req/s, p50, p99 (ms), non-2xx, upstream requests during the run
+# load NAME METHOD URL [WRK-ARGS...]: req/s, p50, p99 (ms), non-2xx, upstream requests during
+# the run (WRK-ARGS, e.g. a Lua script, go to wrk; GET only). LOAD_COUNT=0: no wait for a quiet
+# upstream and no count ("-"), for runs whose upstream requests the caller counts over several.
 load() {
-  local name=$1 method=$2 url=$3 m o rps p50 p99 bad
-  up_quiet; m=$(up_lines)
+  local name=$1 method=$2 url=$3 m=0 o rps p50 p99 bad ups=-
+  shift 3
+  [ "${LOAD_COUNT:-1}" = 0 ] || { up_quiet; m=$(up_lines); }
   if [ "$method" = HEAD ]; then # wrk 4.1 waits for a body after a HEAD's Content-Length: 0 req/s
     o=$(ab -i -k -c "$WRK_CONNS" -t "$WRK_SECS" -n 100000000 -H "$ACC" "$url" 2>&1)
     rps=$(awk '/Requests per second/{print $4}' <<<"$o")
     p50=$(awk '$1=="50%"{print $2}' <<<"$o"); p99=$(awk '$1=="99%"{print $2}' <<<"$o")
     bad=$(awk '/Non-2xx/{print $3}' <<<"$o")
   else
-    o=$(wrk -t2 -c"$WRK_CONNS" -d"${WRK_SECS}s" --latency -H "$ACC" "$url" 2>&1)
+    o=$(wrk -t2 -c"$WRK_CONNS" -d"${WRK_SECS}s" --latency -H "$ACC" "$@" "$url" 2>&1)
     rps=$(awk '/Requests\/sec/{print $2}' <<<"$o")
     p50=$(awk '$1=="50%"{print $2}' <<<"$o" | python3 -c 'import sys; v=sys.stdin.read().strip(); u={"us":1e-3,"ms":1,"s":1e3}; n=v.rstrip("usm"); print(round(float(n)*u[v[len(n):]],3))')
     p99=$(awk '$1=="99%"{print $2}' <<<"$o" | python3 -c 'import sys; v=sys.stdin.read().strip(); u={"us":1e-3,"ms":1,"s":1e3}; n=v.rstrip("usm"); print(round(float(n)*u[v[len(n):]],3))')
     bad=$(awk '/Non-2xx/{print $NF}' <<<"$o")
   fi
   echo "$o" >"$S/load-$name.txt"
-  up_quiet
-  kv "load_$name" "${rps:-0} ${p50:-0} ${p99:-0} ${bad:-0} $(up_reqs "$m")"
+  [ "${LOAD_COUNT:-1}" = 0 ] || { up_quiet; ups=$(up_reqs "$m"); }
+  kv "load_$name" "${rps:-0} ${p50:-0} ${p99:-0} ${bad:-0} $ups"
 }
 for who in outpost peer; do
   url=$OP; [ $who = peer ] && url=$PE
@@ -184,6 +200,30 @@ load upstream_tag_GET GET "$UP/v2/bench/small/manifests/1"
 load upstream_digest_GET GET "$UP/v2/bench/small/manifests/$SMALLM"
 kv rss_after_load_outpost "$(status_kb "$(opid)" VmHWM)"
 kv rss_after_load_peer "$(status_kb "$(ppid_)" VmHWM)"
+
+# ---------------------------------------------------------------- RANGES ranges of one cold blob
+log "$RANGES concurrent Range GETs of one cold $BIG blob: direct, outpost (cold), peer (cold)"
+# bench/rangeget.py: RANGES connections, one Range each, all sent at once, assembled and hashed;
+# "WALL DIGEST_OK FULL_200 FIRST_1 END_1 ...". A fresh cache before each run; the upstream's blob
+# GETs and bytes over the RUNS runs of each server, counted once it went quiet after the last (a
+# restart ends any download the previous run left behind, and the upstream logs it then)
+RG="python3 $BENCH_DIR/rangeget.py"
+for r in $(seq "$RUNS"); do
+  out=$($RG "$UP$BIGP" "$BIGSZ" "$BIGL" "$RANGES") || die "direct: ranged GETs failed: $out"
+  kv "ranges_direct_$r" "$out"
+done
+for who in outpost peer; do
+  url=$OP; [ $who = peer ] && url=$PE
+  M=$(up_lines)
+  for r in $(seq "$RUNS"); do
+    $CTL "$who-cold"
+    out=$($RG "$url$BIGP" "$BIGSZ" "$BIGL" "$RANGES") || die "$who: ranged GETs failed: $out"
+    kv "ranges_${who}_$r" "$out"
+  done
+  up_quiet
+  kv "ranges_${who}_upstream" "$(up_blob "$M" "$BIGL")"
+done
+kv ranges "$RANGES"
 
 # ---------------------------------------------------------------- CLIENTS on one uncached blob
 log "$CLIENTS concurrent clients on one uncached $MID blob"
@@ -262,15 +302,69 @@ if [ "${SKIP_CTR:-0}" != 1 ]; then
   $CTL containerd-stop
 fi
 
-# ---------------------------------------------------------------- start-up with many cached blobs
-log "start-up with $STARTUP_BLOBS cached blobs"
+# ---------------------------------------------------------------- start-up with many blobs and tags
+log "start-up with $STARTUP_BLOBS cached blobs and $STARTUP_TAGS tags"
 $CTL outpost-stop
 SD=$S/startup/data
+# a long tag TTL: the tags stored below stay fresh, so every manifest GET by tag is a hit
+{ cat "$S/outpost.yaml"; printf '  cache:\n    tagTtl: 1h\n'; } >"$S/outpost-tags.yaml"
+ST() { python3 "$BENCH_DIR/startup.py" time "$OUTPOST_BIN" "$S/outpost-tags.yaml" "$OUTPOST_PORT" "$SD" "$STARTUP_BLOBS" "$@"; }
+t0=$(date +%s.%N)
 python3 "$BENCH_DIR/startup.py" make-data "$SD" "$STARTUP_BLOBS"
-kv startup_first "$(python3 "$BENCH_DIR/startup.py" time "$OUTPOST_BIN" "$S/outpost.yaml" "$OUTPOST_PORT" "$SD" "$STARTUP_BLOBS")"
-for r in $(seq "$RUNS"); do
-  kv "startup_indexed_$r" "$(python3 "$BENCH_DIR/startup.py" time "$OUTPOST_BIN" "$S/outpost.yaml" "$OUTPOST_PORT" "$SD" "$STARTUP_BLOBS")"
+kv startup_make_data "$(python3 -c "print(round($(date +%s.%N)-$t0,2))")"
+kv startup_first "$(ST)"
+# the tags: STARTUP_TAGS manifests by tag (t0..) of one tiny image pushed to the upstream, then
+# each fetched once through outpost, which stores a tag record (and the manifest) for each
+TAGREPO=bench/tags
+out=$(python3 "$BENCH_DIR/tags.py" push "$UP" "$TAGREPO" "$STARTUP_TAGS") || die "pushing the tags failed: $out"
+kv tags_push "$STARTUP_TAGS $out"
+start_bg "$S/outpost/pid" "$S/outpost/outpost.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" --data-dir "$SD"
+wait_port "$OUTPOST_PORT" || die "outpost did not start on $SD (log: $S/outpost/outpost.log)"
+up_quiet; M=$(up_lines)
+out=$(python3 "$BENCH_DIR/tags.py" get "$OP" "$TAGREPO" "$STARTUP_TAGS") || die "storing the tags through outpost failed: $out"
+up_quiet
+kv tags_fill "$out $(up_reqs "$M")"
+$CTL outpost-stop
+for r in $(seq "$RUNS"); do kv "startup_indexed_$r" "$(ST)"; done
+# idle RSS: start-up on that data dir, then IDLE_SECS without a request
+kv startup_idle "$(ST --idle "$IDLE_SECS") $IDLE_SECS"
+
+# ---------------------------------------------------------------- manifest by tag, many tags stored
+log "manifest by tag with $STARTUP_TAGS tags stored: wrk on one tag, and on random tags; $TAG_ROUNDS rounds"
+one=t0
+# the control: the same manifest and settings, a data dir holding that one tag only, served by a
+# second outpost on TAGS_PORT, up at the same time. Both are loaded in turn, TAG_ROUNDS rounds
+# (one pair of runs moves by +-15 % on this machine): plain wrk on t0, and wrk with bench/tags.lua
+# -- a random tag among all of them, or "among 1" on the control (wrk's Lua request generation
+# costs CPU on the same cores, so both sides of that comparison pay it).
+start_bg "$S/outpost-1tag.pid" "$S/outpost-1tag.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" \
+  --data-dir "$S/onetag/data" --listen "127.0.0.1:$TAGS_PORT"
+wait_port "$TAGS_PORT" || die "outpost did not start on $S/onetag/data (log: $S/outpost-1tag.log)"
+start_bg "$S/outpost/pid" "$S/outpost/outpost.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" --data-dir "$SD"
+wait_port "$OUTPOST_PORT" || die "outpost did not start on $SD (log: $S/outpost/outpost.log)"
+CP=http://127.0.0.1:$TAGS_PORT
+curl -sf -o /dev/null -H "$ACC" "$CP/v2/$TAGREPO/manifests/$one" || die "outpost (control): GET $TAGREPO:$one failed"
+last=t$((STARTUP_TAGS - 1))
+[ "$(curl -sf -I -H "$ACC" "$OP/v2/$TAGREPO/manifests/$last" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')" \
+  = "$(python3 "$BENCH_DIR/tags.py" digest "$TAGREPO" "$last")" ] || die "outpost: HEAD $TAGREPO:$last does not name its manifest"
+# a short warm-up of each (the first load of a fresh process runs slower)
+for u in "$CP" "$OP"; do wrk -t1 -c4 -d1s -H "$ACC" "$u/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1; done
+up_quiet; M=$(up_lines)
+export TAGS_REPO=$TAGREPO LOAD_COUNT=0
+for r in $(seq "$TAG_ROUNDS"); do
+  load "outpost_tags_base_GET_$r" GET "$CP/v2/$TAGREPO/manifests/$one"
+  load "outpost_tags_one_GET_$r" GET "$OP/v2/$TAGREPO/manifests/$one"
+  TAGS=1 load "outpost_tags_base_lua_GET_$r" GET "$CP/v2/$TAGREPO/manifests/$one" -s "$BENCH_DIR/tags.lua"
+  TAGS=$STARTUP_TAGS load "outpost_tags_random_GET_$r" GET "$OP/v2/$TAGREPO/manifests/$one" -s "$BENCH_DIR/tags.lua"
 done
+unset LOAD_COUNT
+up_quiet
+kv tags_load_upstream "$(up_reqs "$M")"
+kv rss_after_tags_load_outpost "$(status_kb "$(opid)" VmHWM) $(status_kb "$(opid)" VmRSS)"
+kv startup_tags "$STARTUP_TAGS"
+kv startup_blobs "$STARTUP_BLOBS"
+$CTL outpost-stop
+stop_pid "$S/outpost-1tag.pid"
 
 # ---------------------------------------------------------------- report
 stop_all
@@ -280,7 +374,7 @@ cp "$KV" "${RESULTS%.md}.kv"
   echo "# outpost benchmark results"
   echo
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "- command: \`RUNS=$RUNS PEER_FANOUT_RUNS=$PEER_FANOUT_RUNS BIG=$BIG MID=$MID CLIENTS=$CLIENTS WRK_SECS=$WRK_SECS WRK_CONNS=$WRK_CONNS STARTUP_BLOBS=$STARTUP_BLOBS SKIP_CTR=${SKIP_CTR:-0} SKIP_SKOPEO=${SKIP_SKOPEO:-0} bash bench/run.sh\`"
+  echo "- command: \`RUNS=$RUNS PEER_FANOUT_RUNS=$PEER_FANOUT_RUNS BIG=$BIG MID=$MID CLIENTS=$CLIENTS WRK_SECS=$WRK_SECS WRK_CONNS=$WRK_CONNS STARTUP_BLOBS=$STARTUP_BLOBS STARTUP_TAGS=$STARTUP_TAGS RANGES=$RANGES SKIP_CTR=${SKIP_CTR:-0} SKIP_SKOPEO=${SKIP_SKOPEO:-0} bash bench/run.sh\`"
   echo "- machine: nproc=$(nproc), memory $(free -m | awk '/Mem:/{print $2}') MiB, kernel $(uname -r), cpu $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2);print $2}')"
   echo "- outpost: $("$OUTPOST_BIN" --version), binary $BIN_ORIGIN"
   echo "- load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"

@@ -5,11 +5,13 @@ Usage: startup.py make-data DATA_DIR COUNT
          writes COUNT small blob files (content "outpost bench blob <i>") where the storage crate
          keeps blobs (DATA_DIR/blobs/sha256/<2 hex>/<64 hex>); outpost indexes bare files at its
          next start (the startup reconcile), after which data dir and index agree.
-       startup.py time OUTPOST_BIN CONFIG PORT DATA_DIR [COUNT]
+       startup.py time OUTPOST_BIN CONFIG PORT DATA_DIR [COUNT] [--idle SECS]
          starts `OUTPOST_BIN serve --config CONFIG --data-dir DATA_DIR`, polls
          GET /v2/bench/startup/blobs/<digest of blob COUNT-1> every 2 ms until it answers 200
          with the right bytes, prints the seconds from spawn to that answer and the process's
          VmHWM in KiB ("SECONDS VMHWM_KB"), then stops the process (TERM, its pid only).
+         With --idle SECS: after that answer, leaves the process alone for SECS seconds, then
+         prints "SECONDS VMHWM_KB VMRSS_KB" (VmRSS: the resident set after the idle time).
 """
 import hashlib, http.client, os, subprocess, sys, time
 
@@ -31,15 +33,15 @@ def make_data(data_dir, count):
             f.write(content(i))
 
 
-def vmhwm(pid):
+def status_kb(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
 
 
-def time_start(binary, config, port, data_dir, count):
+def time_start(binary, config, port, data_dir, count, idle=None):
     want = count - 1
     path = f"/v2/bench/startup/blobs/sha256:{digest_hex(want)}"
     log = open(os.path.join(os.path.dirname(data_dir.rstrip("/")), "startup-outpost.log"), "ab")
@@ -64,7 +66,13 @@ def time_start(binary, config, port, data_dir, count):
             except (ConnectionRefusedError, ConnectionResetError):
                 time.sleep(0.002)
         elapsed = time.monotonic() - t0
-        print(f"{elapsed:.4f} {vmhwm(proc.pid)}")
+        if idle is None:
+            print(f"{elapsed:.4f} {status_kb(proc.pid, 'VmHWM')}")
+        else:
+            time.sleep(idle)
+            if proc.poll() is not None:
+                sys.exit(f"startup.py: outpost exited with {proc.returncode} while idle; see its log")
+            print(f"{elapsed:.4f} {status_kb(proc.pid, 'VmHWM')} {status_kb(proc.pid, 'VmRSS')}")
     finally:
         proc.terminate()
         try:
@@ -76,10 +84,15 @@ def time_start(binary, config, port, data_dir, count):
 
 def main():
     a = sys.argv[1:]
+    idle = None
+    if "--idle" in a:
+        i = a.index("--idle")
+        idle = float(a[i + 1])
+        del a[i:i + 2]
     if a[:1] == ["make-data"] and len(a) == 3:
         make_data(a[1], int(a[2]))
     elif a[:1] == ["time"] and len(a) in (5, 6):
-        time_start(a[1], a[2], int(a[3]), a[4], int(a[5]) if len(a) == 6 else 10000)
+        time_start(a[1], a[2], int(a[3]), a[4], int(a[5]) if len(a) == 6 else 10000, idle)
     else:
         sys.exit(__doc__)
 
