@@ -32,8 +32,14 @@ use crate::{BlobInfo, GcReport, Ingest, Store, StoreError, TagEntry, Usage};
 
 /// Followers are told of progress at most once per this many bytes written.
 const PUBLISH_EVERY: usize = 256 << 10;
-/// Chunks queued for the writer job at most: the backpressure on the download.
+/// Batches queued for each job at most: the backpressure on the download.
 const QUEUED_CHUNKS: usize = 4;
+/// Chunks are handed to the jobs in batches of at least this many bytes: one wake-up of each
+/// thread per batch, not per network frame.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// Chunks handed to the jobs together (shared by both: cloning is a reference count).
+type Batch = Arc<[Bytes]>;
 
 /// The embedded store as the server sees it.
 #[derive(Clone)]
@@ -140,14 +146,16 @@ impl ContentStore for Embedded {
         progress: Progress,
     ) -> BoxFuture<'a, Result<Ingesting, StoreError>> {
         // A bounded channel holds its buffer plus one slot per sender.
-        let (chunks, mut received) = mpsc::channel::<Bytes>(QUEUED_CHUNKS - 1);
-        let (hash_chunks, mut hash_received) = mpsc::channel::<Bytes>(QUEUED_CHUNKS - 1);
+        let (chunks, mut received) = mpsc::channel::<Batch>(QUEUED_CHUNKS - 1);
+        let (hash_chunks, mut hash_received) = mpsc::channel::<Batch>(QUEUED_CHUNKS - 1);
         let (hashed_tx, hashed) = oneshot::channel::<Digest>();
         let algorithm = digest.algorithm();
         self.offload.run(Box::new(move || {
             let mut hasher = Hasher::new(algorithm);
-            while let Some(chunk) = futures_executor::block_on(next_chunk(&mut hash_received)) {
-                hasher.update(&chunk);
+            while let Some(batch) = futures_executor::block_on(next_chunk(&mut hash_received)) {
+                for chunk in batch.iter() {
+                    hasher.update(chunk);
+                }
             }
             let _ = hashed_tx.send(hasher.finish());
         }));
@@ -177,12 +185,12 @@ impl ContentStore for Embedded {
             };
             let mut unpublished = 0;
             let mut result = Ok(());
-            while let Some(chunk) = futures_executor::block_on(next_chunk(&mut received)) {
-                result = write(&mut ingest, &chunk);
+            while let Some(batch) = futures_executor::block_on(next_chunk(&mut received)) {
+                result = batch.iter().try_for_each(|chunk| write(&mut ingest, chunk));
                 if result.is_err() {
                     break;
                 }
-                unpublished += chunk.len();
+                unpublished += batch.iter().map(Bytes::len).sum::<usize>();
                 if unpublished >= PUBLISH_EVERY {
                     result = ingest
                         .flush()
@@ -218,6 +226,8 @@ impl ContentStore for Embedded {
                 writer: Box::new(EmbeddedWriter {
                     chunks,
                     hash_chunks,
+                    pending: Vec::new(),
+                    pending_bytes: 0,
                     done,
                     hashed,
                     offload,
@@ -301,8 +311,8 @@ impl ContentStore for Embedded {
 
 /// The next chunk of the channel (`StreamExt::next`, without futures-util).
 fn next_chunk(
-    receiver: &mut mpsc::Receiver<Bytes>,
-) -> impl std::future::Future<Output = Option<Bytes>> + '_ {
+    receiver: &mut mpsc::Receiver<Batch>,
+) -> impl std::future::Future<Output = Option<Batch>> + '_ {
     std::future::poll_fn(move |cx| {
         futures_core::Stream::poll_next(std::pin::Pin::new(&mut *receiver), cx)
     })
@@ -311,42 +321,67 @@ fn next_chunk(
 /// The async side of a write: chunks go to the writer job and the hashing job over bounded
 /// channels.
 struct EmbeddedWriter {
-    chunks: mpsc::Sender<Bytes>,
-    hash_chunks: mpsc::Sender<Bytes>,
+    chunks: mpsc::Sender<Batch>,
+    hash_chunks: mpsc::Sender<Batch>,
+    /// Chunks not yet handed to the jobs (less than [`BATCH_BYTES`]).
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
     done: oneshot::Receiver<Result<Ingest, StoreError>>,
     hashed: oneshot::Receiver<Digest>,
     offload: Arc<dyn Offload>,
 }
 
+impl EmbeddedWriter {
+    /// Hands the pending chunks to both jobs, waiting for room (backpressure).
+    async fn send_pending(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch: Batch = std::mem::take(&mut self.pending).into();
+        self.pending_bytes = 0;
+        std::future::poll_fn(|cx| self.chunks.poll_ready(cx))
+            .await
+            .map_err(|_| Lost)?;
+        std::future::poll_fn(|cx| self.hash_chunks.poll_ready(cx))
+            .await
+            .map_err(|_| Lost)?;
+        self.hash_chunks
+            .start_send(batch.clone())
+            .map_err(|_| Lost)?;
+        self.chunks.start_send(batch).map_err(|_| Lost)?;
+        Ok(())
+    }
+}
+
 impl BlobWrite for EmbeddedWriter {
     fn write(&mut self, chunk: Bytes) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            std::future::poll_fn(|cx| self.chunks.poll_ready(cx))
-                .await
-                .map_err(|_| Lost)?;
-            std::future::poll_fn(|cx| self.hash_chunks.poll_ready(cx))
-                .await
-                .map_err(|_| Lost)?;
-            self.hash_chunks
-                .start_send(chunk.clone())
-                .map_err(|_| Lost)?;
-            self.chunks.start_send(chunk).map_err(|_| Lost)?;
+            self.pending_bytes += chunk.len();
+            self.pending.push(chunk);
+            if self.pending_bytes >= BATCH_BYTES {
+                self.send_pending().await?;
+            }
             Ok(())
         })
     }
 
     fn verify(self: Box<Self>) -> BoxFuture<'static, Result<Box<dyn VerifiedWrite>, StoreError>> {
-        let EmbeddedWriter {
-            chunks,
-            hash_chunks,
-            done,
-            hashed,
-            offload,
-        } = *self;
-        drop(chunks); // ends the writer job's loop
-        drop(hash_chunks); // and the hashing job's
         Box::pin(async move {
+            let mut this = self;
+            let flushed = this.send_pending().await;
+            let EmbeddedWriter {
+                chunks,
+                hash_chunks,
+                done,
+                hashed,
+                offload,
+                ..
+            } = *this;
+            drop(chunks); // ends the writer job's loop
+            drop(hash_chunks); // and the hashing job's
+                               // A writer that stopped early says why; that comes before the failed hand-off.
             let mut ingest = done.await.map_err(|_| Lost)??;
+            flushed?;
             let actual = hashed.await.map_err(|_| Lost)?;
             ingest.verify_with(actual)?;
             Ok(Box::new(EmbeddedVerified { ingest, offload }) as Box<dyn VerifiedWrite>)
