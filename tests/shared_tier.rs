@@ -111,9 +111,7 @@ async fn a_corrupt_shared_object_is_not_served_as_good_and_is_fetched_again() {
     pull(&client, &a, &image).await;
     wait_uploaded(&s3, &image).await;
     let (layer, bytes) = &image.layers[0];
-    let mut wrong = bytes.to_vec();
-    wrong[1000] ^= 0xff;
-    s3.overwrite(&blob_key(layer), Bytes::from(wrong));
+    s3.overwrite(&blob_key(layer), Bytes::from(wrong_bytes(bytes)));
 
     let b = Outpost::start(shared_config(&fake.host(), &s3)).await;
     let url = b.url(&format!("/v2/quay.io/app/x/blobs/{layer}"));

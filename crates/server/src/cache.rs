@@ -138,6 +138,15 @@ impl Cache {
         self.epoch + self.started.elapsed()
     }
 
+    /// Whether a tag (or referrers) record was checked less than `cache.tagTtl` ago.
+    fn fresh(&self, entry: &storage::TagEntry) -> bool {
+        let age = self
+            .now()
+            .duration_since(entry.checked_at)
+            .unwrap_or_default();
+        age < self.config.cache.tag_ttl
+    }
+
     /// Asks the upstream of `target` (`request`), unless the configuration does not allow it
     /// ([`config::Config::check_upstream`]) or it asked to wait; remembers when it asks to.
     pub async fn ask<T>(
@@ -225,11 +234,7 @@ impl Cache {
                 miss(stored),
             ));
         };
-        let age = self
-            .now()
-            .duration_since(entry.checked_at)
-            .unwrap_or_default();
-        if age < self.config.cache.tag_ttl {
+        if self.fresh(&entry) {
             let outcome = if from_shared { "shared" } else { "hit" };
             return Ok(response::mark(response::manifest(&stored, head), outcome));
         }
@@ -280,12 +285,7 @@ impl Cache {
         let Some(tier) = &self.tier else {
             return Ok((ours, false));
         };
-        let fresh = |e: &storage::TagEntry| {
-            self.now()
-                .duration_since(e.checked_at)
-                .is_ok_and(|age| age < self.config.cache.tag_ttl)
-        };
-        if ours.as_ref().is_some_and(fresh) {
+        if ours.as_ref().is_some_and(|e| self.fresh(e)) {
             return Ok((ours, false));
         }
         let Some(theirs) = tier.tag(repo, tag).await else {
@@ -420,11 +420,7 @@ impl Cache {
             None => None,
         };
         if let (Some(entry), Some((_, bytes))) = (&entry, &stored) {
-            let age = self
-                .now()
-                .duration_since(entry.checked_at)
-                .unwrap_or_default();
-            if age < self.config.cache.tag_ttl {
+            if self.fresh(entry) {
                 let response = answer_referrers(bytes, artifact_type, head, target)?;
                 return Ok(response::mark(response, "hit"));
             }

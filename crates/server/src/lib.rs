@@ -60,6 +60,7 @@ pub use metrics::{config_refused, Metrics};
 pub use origin::{fetch_manifest, fetch_referrers, pass_blob, read_limited};
 pub use response::DOCKER_CONTENT_DIGEST;
 pub use serve::{start, start_listening, Running, ServeError, SHUTDOWN_GRACE};
+pub use tier::shared_settings;
 
 /// Pure parsers of outside input, for the fuzz targets in `fuzz/` (feature `fuzzing`) and
 /// nothing else: re-exports only.

@@ -64,6 +64,19 @@ pub enum Copy {
     Tag { repository: String, tag: String },
 }
 
+/// The shared store client's settings from `outpost.sharedStore`.
+pub fn shared_settings(settings: &config::SharedStoreConfig) -> shared::Settings {
+    shared::Settings {
+        endpoint: settings.endpoint.clone(),
+        region: settings.region.clone(),
+        bucket: settings.bucket.clone(),
+        access_key_id: settings.access_key_id.clone(),
+        secret_access_key: settings.secret_access_key.clone(),
+        prefix: settings.prefix.clone(),
+        timeout: settings.timeout,
+    }
+}
+
 /// What the fill should read a blob from.
 pub enum Found {
     /// The shared store has it.
@@ -78,15 +91,7 @@ impl Tier {
         data_dir: &Path,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Tier>, StoreError> {
-        let settings = shared::Settings {
-            endpoint: settings.endpoint.clone(),
-            region: settings.region.clone(),
-            bucket: settings.bucket.clone(),
-            access_key_id: settings.access_key_id.clone(),
-            secret_access_key: settings.secret_access_key.clone(),
-            prefix: settings.prefix.clone(),
-            timeout: settings.timeout,
-        };
+        let settings = shared_settings(settings);
         let store = SharedStore::new(&settings)?;
         let pending = Pending::open(&data_dir.join("shared-pending"))?;
         metrics.shared_up(true);

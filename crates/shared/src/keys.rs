@@ -61,6 +61,11 @@ impl Keys {
         format!("{alg}:{hex}").parse().ok()
     }
 
+    /// Everything under which tag and referrers records live.
+    pub fn repositories(&self) -> Path {
+        self.path("repositories")
+    }
+
     pub fn tags(&self, repository: &str) -> Path {
         self.path(&format!("repositories/{repository}/_tags"))
     }

@@ -19,8 +19,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use futures_util::{StreamExt, TryStreamExt};
-use object_store::{ObjectStore, ObjectStoreExt};
+use futures_util::StreamExt;
+use object_store::ObjectStoreExt;
 use oci::{Digest, Hasher, ManifestContent};
 use storage::{ContentStore, StoreError};
 
@@ -192,14 +192,9 @@ impl SharedStore {
 
     /// Every tag and referrers record.
     async fn roots(&self) -> Result<Vec<Root>, StoreError> {
-        let inner = self.inner();
-        let prefix = object_store::path::Path::from(format!("{}repositories", inner.keys.prefix()));
-        let metas: Vec<_> = inner
-            .s3
-            .list(Some(&prefix))
-            .try_collect()
-            .await
-            .map_err(|e| remote(&inner.name, "list tag records", &e))?;
+        let metas = self
+            .list(&self.inner().keys.repositories(), "list tag records")
+            .await?;
         let mut roots = Vec::new();
         for meta in metas {
             if let Some(entry) = self.record_at(meta.location.clone()).await? {
@@ -242,15 +237,10 @@ impl SharedStore {
 
     async fn remove_expired_leases(&self, errors: &mut Vec<StoreError>) -> usize {
         let inner = self.inner();
-        let metas: Vec<_> = match inner
-            .s3
-            .list(Some(&inner.keys.leases()))
-            .try_collect()
-            .await
-        {
+        let metas = match self.list(&inner.keys.leases(), "list leases").await {
             Ok(metas) => metas,
             Err(e) => {
-                errors.push(remote(&inner.name, "list leases", &e));
+                errors.push(e);
                 return 0;
             }
         };

@@ -131,12 +131,7 @@ impl SharedStore {
     /// Every blob in the store, with its size and upload time.
     pub async fn list_blobs(&self) -> Result<Vec<ListedBlob>, StoreError> {
         let inner = &self.inner;
-        let metas: Vec<_> = inner
-            .s3
-            .list(Some(&inner.keys.blobs()))
-            .try_collect()
-            .await
-            .map_err(|e| remote(&inner.name, "list its blobs", &e))?;
+        let metas = self.list(&inner.keys.blobs(), "list its blobs").await?;
         Ok(metas
             .into_iter()
             .filter_map(|m| {
@@ -147,6 +142,20 @@ impl SharedStore {
                 })
             })
             .collect())
+    }
+
+    /// Every object under `prefix`; `action` names the listing in an error.
+    pub(crate) async fn list(
+        &self,
+        prefix: &Path,
+        action: &str,
+    ) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+        self.inner
+            .s3
+            .list(Some(prefix))
+            .try_collect()
+            .await
+            .map_err(|e| remote(&self.inner.name, action, &e))
     }
 
     /// Removes a blob (gc, or an object found corrupt).
@@ -484,12 +493,7 @@ impl ContentStore for SharedStore {
         Box::pin(async move {
             let inner = &self.inner;
             let prefix = inner.keys.tags(repository);
-            let metas: Vec<_> = inner
-                .s3
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(|e| remote(&inner.name, "list tags", &e))?;
+            let metas = self.list(&prefix, "list tags").await?;
             let mut tags: Vec<String> = metas
                 .iter()
                 .filter_map(|m| {
@@ -549,12 +553,7 @@ impl ContentStore for SharedStore {
     fn repositories(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let metas: Vec<_> = inner
-                .s3
-                .list(Some(&inner.keys.catalog()))
-                .try_collect()
-                .await
-                .map_err(|e| remote(&inner.name, "list the catalog", &e))?;
+            let metas = self.list(&inner.keys.catalog(), "list the catalog").await?;
             let mut repositories: Vec<String> = metas
                 .iter()
                 .filter_map(|m| inner.keys.repository_of(&m.location))

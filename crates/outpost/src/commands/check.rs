@@ -62,7 +62,7 @@ pub fn run(args: CheckArgs) -> Result<(), Failure> {
 
 /// The shared store as `check` says it: where, and with `--probe` whether it answers.
 fn shared_store(settings: &config::SharedStoreConfig, probe: bool) -> Result<String, Failure> {
-    let settings = super::shared_settings(settings);
+    let settings = server::shared_settings(settings);
     let mut text = settings.describe();
     if !probe {
         text.push_str(" (not contacted; `--probe` checks it)");

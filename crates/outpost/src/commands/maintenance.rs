@@ -72,7 +72,7 @@ pub fn verify(args: VerifyArgs) -> Result<(), Failure> {
 }
 
 fn shared_store(settings: &config::SharedStoreConfig) -> Result<shared::SharedStore, Failure> {
-    shared::SharedStore::new(&super::shared_settings(settings))
+    shared::SharedStore::new(&server::shared_settings(settings))
         .map_err(|e| Failure::Other(anyhow!(e)))
 }
 

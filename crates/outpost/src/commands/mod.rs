@@ -56,19 +56,6 @@ impl Failure {
     }
 }
 
-/// The shared store client's settings from the configuration.
-pub fn shared_settings(settings: &config::SharedStoreConfig) -> shared::Settings {
-    shared::Settings {
-        endpoint: settings.endpoint.clone(),
-        region: settings.region.clone(),
-        bucket: settings.bucket.clone(),
-        access_key_id: settings.access_key_id.clone(),
-        secret_access_key: settings.secret_access_key.clone(),
-        prefix: settings.prefix.clone(),
-        timeout: settings.timeout,
-    }
-}
-
 /// A multi-threaded tokio runtime for a command that needs one.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
