@@ -7,12 +7,13 @@
 #
 # Usage: bash bench/cold.sh BIN [BIN...]     e.g. bash bench/cold.sh /tmp/outpost-before target/release/outpost
 # Env:   RUNS [5]  BIG [1G]  HASHED=1 (the client hashes every body: openssl dgst -sha256)
+#        DROP=1 (root: drop the page cache before every GET, then re-read the upstream's blob)
 #        UP_PORT [5500] OUTPOST_PORT [5501] PEER_PORT [5502]
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 1 ] || { sed -n '2,11p' "$0"; exit 2; }
-export RUNS=${RUNS:-5} BIG=${BIG:-1G} HASHED=${HASHED:-0}
+export RUNS=${RUNS:-5} BIG=${BIG:-1G} HASHED=${HASHED:-0} DROP=${DROP:-0}
 export UP_PORT=${UP_PORT:-5500} OUTPOST_PORT=${OUTPOST_PORT:-5501} PEER_PORT=${PEER_PORT:-5502}
 export BENCH_STATE=${BENCH_STATE:-$(mktemp -d /tmp/outpost-cold.XXXXXX)}
 S=$BENCH_STATE
@@ -24,12 +25,20 @@ ensure_pkgs docker-registry curl python3 openssl
 upstream_start
 read -r _ BIGL _ < <(python3 "$BENCH_DIR/push_image.py" "http://127.0.0.1:$UP_PORT" bench/big:1 "$BIG" --workdir "$S")
 BLOBP=/v2/bench/big/blobs/$BIGL
-cat "$S"/upstream/data/docker/registry/v2/blobs/sha256/"${BIGL:7:2}"/"${BIGL:7}"/data >/dev/null
+BLOBF=$S/upstream/data/docker/registry/v2/blobs/sha256/${BIGL:7:2}/${BIGL:7}/data
+cat "$BLOBF" >/dev/null
 outpost_config
 
 # get URL: seconds of one GET (the body hashed and checked when HASHED=1)
 get() {
   local t0 t1 got
+  # Start from a quiet disk: the previous case's writes (outpost's commit fsyncs a 1 GiB file)
+  # would otherwise land on the next case's clock.
+  sync
+  if [ "$DROP" = 1 ]; then # and from the same page cache: only the upstream's blob in it
+    echo 3 >/proc/sys/vm/drop_caches
+    cat "$BLOBF" >/dev/null
+  fi
   t0=$(date +%s.%N)
   if [ "$HASHED" = 1 ]; then
     got=$(curl -sf "$1" | openssl dgst -sha256 -r | awk '{print "sha256:"$1}')
@@ -53,7 +62,7 @@ for r in $(seq "$RUNS"); do
   done
   stop_pid "$S/peer/pid"; rm -rf "$S/peer/data"; peer_start
   times[peer]+="$(get "http://127.0.0.1:$PEER_PORT$BLOBP") "
-  log "run $r done"
+  log "run $r done: ${times[*]}"
 done
 
 stats() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END{m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.3f  min %.3f  max %.3f  (%d runs)\n", m, a[1], a[NR], NR}'; }

@@ -187,6 +187,42 @@ async fn twenty_clients_one_upstream_download() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_received_reach_the_client_while_the_upstream_pauses() {
+    let fake = FakeRegistry::start().await;
+    let len = 8u64 << 20;
+    let digest = fake.add_large_blob(REPO, len, 6);
+    // The upstream sends a little (less than outpost's batches and notification steps), then
+    // pauses: what it sent must reach the client during the pause, not after it.
+    let held_at = 300u64 << 10;
+    fake.stall_blobs_after(held_at);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let mut opened = within(
+        "the response",
+        DEADLINE,
+        client.open(&outpost.url(&blob_path(&digest)), &[]),
+    )
+    .await;
+    assert_eq!(opened.status, StatusCode::OK);
+    let got = within(
+        "the bytes sent before the pause",
+        DEADLINE,
+        opened.read_at_least(held_at),
+    )
+    .await
+    .expect("the body so far");
+    assert_eq!(got, held_at, "exactly what the upstream has sent");
+    assert_eq!(
+        fake.blob_bytes_sent(),
+        held_at,
+        "the upstream was still paused"
+    );
+    fake.release_blobs();
+    let streamed = within("the rest of the body", DEADLINE, opened.finish()).await;
+    assert_eq!(streamed.body.unwrap(), (digest, len));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_mid_blob_does_not_stop_the_fill() {
     let logs = Captured::global();
     let fake = FakeRegistry::start().await;

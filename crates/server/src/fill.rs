@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use config::{ByteSize, Reserve};
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, StreamBody};
 use oci::{Digest, Target};
 use storage::{BlobRead, ContentStore, Follow, Ingesting};
@@ -73,8 +74,9 @@ pub struct Progress {
 
 /// How many of the most recently received bytes of a fill are kept in memory.
 const RECENT_BYTES: usize = 4 << 20;
-/// Followers hear of received bytes at most once per this many.
-const NOTIFY_EVERY: u64 = 256 << 10;
+/// While frames keep arriving, followers hear of received bytes once per this many; whenever
+/// the download has to wait for the upstream, they hear of everything received so far.
+const NOTIFY_EVERY: u64 = 1 << 20;
 
 /// The most recently received bytes of a fill: followers near the head (most of them) are
 /// answered from here, without reading back the file being written; those further behind read
@@ -321,7 +323,19 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
     };
     let broken = |e: &dyn std::fmt::Display| ApiError::download_broken(&job.digest, &source, e);
     let (mut received, mut checked, mut notified) = (0u64, 0u64, 0u64);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                // Nothing more for now: followers get what is here before the wait.
+                if received > notified {
+                    notified = received;
+                    publish_received(&tx, received);
+                }
+                body.frame().await
+            }
+        };
+        let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| broken(&e))?;
         let Ok(data) = frame.into_data() else {
             continue;

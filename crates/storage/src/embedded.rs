@@ -31,12 +31,12 @@ use crate::offload::{offload, Lost};
 use crate::{BlobInfo, GcReport, Ingest, Store, StoreError, TagEntry, Usage};
 
 /// Followers are told of progress at most once per this many bytes written.
-const PUBLISH_EVERY: usize = 256 << 10;
+const PUBLISH_EVERY: usize = 1 << 20;
 /// Batches queued for each job at most: the backpressure on the download.
 const QUEUED_CHUNKS: usize = 4;
 /// Chunks are handed to the jobs in batches of at least this many bytes: one wake-up of each
-/// thread per batch, not per network frame.
-const BATCH_BYTES: usize = 256 << 10;
+/// thread per batch, not per network frame, and one vectored write.
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Chunks handed to the jobs together (shared by both: cloning is a reference count).
 type Batch = Arc<[Bytes]>;
@@ -178,26 +178,17 @@ impl ContentStore for Embedded {
                 }
             };
             let temp = format!("the temp file of {digest}");
-            let write = |ingest: &mut Ingest, chunk: &[u8]| {
-                ingest
-                    .write_all(chunk)
-                    .map_err(|e| StoreError::io("write", &temp, e))
-            };
             let mut unpublished = 0;
             let mut result = Ok(());
             while let Some(batch) = futures_executor::block_on(next_chunk(&mut received)) {
-                result = batch.iter().try_for_each(|chunk| write(&mut ingest, chunk));
+                result = ingest
+                    .write_chunks(&batch)
+                    .map_err(|e| StoreError::io("write", &temp, e));
                 if result.is_err() {
                     break;
                 }
                 unpublished += batch.iter().map(Bytes::len).sum::<usize>();
                 if unpublished >= PUBLISH_EVERY {
-                    result = ingest
-                        .flush()
-                        .map_err(|e| StoreError::io("write", &temp, e));
-                    if result.is_err() {
-                        break;
-                    }
                     progress(ingest.written());
                     unpublished = 0;
                 }

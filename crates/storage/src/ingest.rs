@@ -266,10 +266,40 @@ impl Ingest {
     }
 }
 
-impl Write for Ingest {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl Ingest {
+    /// Writes `chunks` in order with vectored writes straight to the file (no copy into the
+    /// write buffer), hashing them unless the caller does ([`Ingest::take_hasher`]). For large
+    /// writes of received network frames; small ones may as well go through [`Write`].
+    pub fn write_chunks(&mut self, chunks: &[bytes::Bytes]) -> io::Result<()> {
+        let total: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        self.check_room(total)?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("ingest already committed"))?;
+        file.flush()?; // whatever went through `Write` comes first
+        if let Some(hasher) = self.hasher.as_mut() {
+            chunks.iter().for_each(|chunk| hasher.update(chunk));
+        }
+        let file = file.get_mut();
+        let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match file.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.written += total;
+        Ok(())
+    }
+
+    /// Refuses a write of `len` more bytes past the expected size, or after verification.
+    fn check_room(&self, len: u64) -> io::Result<()> {
         if let Some(expected) = self.expected_size {
-            if self.written + buf.len() as u64 > expected {
+            if self.written + len > expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -282,6 +312,13 @@ impl Write for Ingest {
         if self.verified {
             return Err(io::Error::other("ingest already verified"));
         }
+        Ok(())
+    }
+}
+
+impl Write for Ingest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.check_room(buf.len() as u64)?;
         let file = self
             .file
             .as_mut()

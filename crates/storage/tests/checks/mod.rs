@@ -125,7 +125,7 @@ pub fn a_written_blob_reads_back_whole_and_in_ranges(store: Arc<dyn ContentStore
 }
 
 pub fn followers_read_a_write_as_it_arrives(store: Arc<dyn ContentStore>) {
-    let bytes = content(1 << 20, 3);
+    let bytes = content(4 << 20, 3);
     let d = digest(&bytes);
     let reported = Arc::new(Mutex::new(0u64));
     let seen = reported.clone();
@@ -139,12 +139,13 @@ pub fn followers_read_a_write_as_it_arrives(store: Arc<dyn ContentStore>) {
     for piece in bytes[..half].chunks(64 << 10) {
         block_on(writer.write(Bytes::copy_from_slice(piece))).unwrap();
     }
-    // Progress is reported as the writer gets to it: wait (bounded) for the first half.
+    // Progress is reported as the writer gets to it (in batches of up to 1 MiB): wait
+    // (bounded) for some of the first half.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while *reported.lock().unwrap() < 256 << 10 {
+    while *reported.lock().unwrap() < 1 << 20 {
         assert!(
             std::time::Instant::now() < deadline,
-            "no progress reported for 512 KiB written"
+            "no progress reported for 2 MiB written"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
