@@ -121,6 +121,33 @@ impl ChunkReader {
     }
 }
 
+/// Reads as much of `buf` at `offset` as the page cache holds, without waiting for the disk
+/// (`preadv2` with `RWF_NOWAIT`, Linux; elsewhere nothing): how many bytes were read. Stops at
+/// the first byte that would need the disk, or at end of file.
+pub(crate) fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    #[cfg(target_os = "linux")]
+    while done < buf.len() {
+        use rustix::io::{preadv2, Errno, ReadWriteFlags};
+        let mut slices = [std::io::IoSliceMut::new(&mut buf[done..])];
+        match preadv2(
+            file,
+            &mut slices,
+            offset + done as u64,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => break,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, buf, offset);
+    Ok(done)
+}
+
 impl BlobRead for ChunkReader {
     fn read(&mut self, offset: u64, max: u64) -> BoxFuture<'_, std::io::Result<Bytes>> {
         Box::pin(self.read_chunk(offset, max))
@@ -222,6 +249,26 @@ mod tests {
             read.extend_from_slice(&chunk);
         }
         assert_eq!(read, bytes);
+    }
+
+    #[test]
+    fn read_cached_reads_what_the_page_cache_holds_and_stops_at_the_disk() {
+        let bytes: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut temp = tempfile::tempfile().unwrap();
+        temp.write_all(&bytes).unwrap();
+        let mut buf = vec![0; bytes.len()];
+        assert_eq!(read_cached(&temp, &mut buf, 0).unwrap(), bytes.len());
+        assert_eq!(buf, bytes);
+        assert_eq!(
+            read_cached(&temp, &mut buf, bytes.len() as u64 - 10).unwrap(),
+            10,
+            "stops at the end of the file"
+        );
+        temp.sync_all().unwrap();
+        rustix::fs::fadvise(&temp, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let read = read_cached(&temp, &mut buf, 0).unwrap();
+        assert!(read < bytes.len(), "{read} bytes read without the disk");
+        assert_eq!(buf[..read], bytes[..read]);
     }
 
     #[test]

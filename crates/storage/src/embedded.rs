@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_channel::{mpsc, oneshot};
 use oci::{Digest, Hasher, MediaType};
 
-use crate::chunks::ChunkReader;
+use crate::chunks::{self, ChunkReader};
 use crate::content::Space;
 use crate::content::{
     BlobRead, BlobWrite, BoxFuture, ContentStore, Ingesting, Offload, OpenBlob, Progress,
@@ -109,21 +109,32 @@ impl ContentStore for Embedded {
         digest: &'a Digest,
         limit: u64,
     ) -> BoxFuture<'a, Result<Option<(BlobInfo, Bytes)>, StoreError>> {
-        let digest = digest.clone();
+        // Inline while the page cache has the bytes (a manifest served again and again); the
+        // rest, if any, on the offload.
+        let opened = match self.store.open_blob(digest) {
+            Ok(Some(blob)) => blob.into_parts(),
+            Ok(None) => return ready(Ok(None)),
+            Err(e) => return ready(Err(e)),
+        };
+        let (file, info, lease) = opened;
+        if info.size > limit {
+            return ready(Err(StoreError::TooLarge {
+                digest: digest.clone(),
+                size: info.size,
+                limit,
+            }));
+        }
+        let mut buf = vec![0; info.size as usize];
+        let cached = match chunks::read_cached(&file, &mut buf, 0) {
+            Ok(n) => n,
+            Err(e) => return ready(Err(StoreError::io("read blob", self.store.dir(), e))),
+        };
+        if cached == buf.len() {
+            return ready(Ok(Some((info, Bytes::from(buf)))));
+        }
         Box::pin(self.blocking(move |store| {
-            let Some(blob) = store.open_blob(&digest)? else {
-                return Ok(None);
-            };
-            let (file, info, _lease) = blob.into_parts();
-            if info.size > limit {
-                return Err(StoreError::TooLarge {
-                    digest,
-                    size: info.size,
-                    limit,
-                });
-            }
-            let mut buf = vec![0; info.size as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0)
+            let _lease = lease;
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[cached..], cached as u64)
                 .map_err(|e| StoreError::io("read blob", store.dir(), e))?;
             Ok(Some((info, Bytes::from(buf))))
         }))

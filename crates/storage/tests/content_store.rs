@@ -80,3 +80,25 @@ macro_rules! content_store_suite {
 }
 
 content_store_suite!(embedded_store, embedded);
+
+/// `read_all` reads a blob the page cache holds on the caller's thread; one it no longer holds
+/// (evicted here) is read from the disk all the same, whole and right.
+#[test]
+fn read_all_of_a_blob_the_page_cache_no_longer_holds() {
+    use futures_executor::block_on;
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let bytes = bytes::Bytes::from(checks::content(3 << 20, 9));
+    let digest = checks::digest(&bytes);
+    block_on(store.put(&digest, bytes.clone(), None)).unwrap();
+    let (_, warm) = block_on(store.read_all(&digest, 4 << 20)).unwrap().unwrap();
+    assert_eq!(warm, bytes);
+    let hex = digest.hex();
+    let path = dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
+    let file = std::fs::File::open(&path).unwrap();
+    file.sync_all().unwrap();
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    let (info, cold) = block_on(store.read_all(&digest, 4 << 20)).unwrap().unwrap();
+    assert_eq!(info.size, bytes.len() as u64);
+    assert_eq!(cold, bytes);
+}
