@@ -137,6 +137,7 @@ impl Store {
             size,
             media_type: media_type.cloned(),
             last_access_ms: state.stamp(),
+            access_unsaved: false,
         };
         let info = entry.info(digest);
         let record = entry.record();

@@ -66,8 +66,8 @@
 //! - In memory, the store holds every blob's size, media type and last access under one mutex;
 //!   the `blobs` tree changes only under that mutex too, so gc, verify and commits on one digest
 //!   never interleave. Reads touch no disk besides opening the blob file: access times are
-//!   batched to the index by [`Store::flush_access`] (called by gc, on close, and periodically by
-//!   the proxy).
+//!   exact in memory and batched to the index by [`Store::flush_access`] (periodically by the
+//!   proxy, and by gc: those that entered a new minute) and on close (all).
 //! - While a [`Lease`] for a digest lives (every [`Blob`] and [`Ingest`] holds one), gc does not
 //!   remove that digest.
 //! - The data dir is used by one process at a time (the `lock` file).

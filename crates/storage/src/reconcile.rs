@@ -187,6 +187,7 @@ pub(crate) fn reconcile(
                         size: record.size,
                         media_type: record.media_type,
                         last_access_ms: record.last_access_ms,
+                        access_unsaved: false,
                     },
                 );
             }
@@ -208,6 +209,7 @@ pub(crate) fn reconcile(
                 size: file.size,
                 media_type: None,
                 last_access_ms: file.mtime_ms,
+                access_unsaved: false,
             },
         );
     }

@@ -31,6 +31,8 @@ pub(crate) struct Entry {
     pub(crate) size: u64,
     pub(crate) media_type: Option<MediaType>,
     pub(crate) last_access_ms: u64,
+    /// `last_access_ms` changed since the index last got it (saved on close at the latest).
+    pub(crate) access_unsaved: bool,
 }
 
 impl Entry {
@@ -57,7 +59,8 @@ pub(crate) struct State {
     pub(crate) blobs: HashMap<Digest, Entry>,
     /// Live [`Lease`]s per digest (open `Blob`s and `Ingest`s).
     pub(crate) leases: HashMap<Digest, usize>,
-    /// Digests whose `last_access_ms` changed since the last [`Store::flush_access`].
+    /// Digests whose `last_access_ms` entered a new minute since the last
+    /// [`Store::flush_access`].
     pub(crate) dirty: HashSet<Digest>,
     pub(crate) usage: Usage,
     /// The last access stamp handed out; stamps are `max(now_ms, last + 1)` so that LRU order is

@@ -28,6 +28,12 @@ pub(crate) struct Inner {
     _lock: File,
 }
 
+/// Last-access times are exact in memory (eviction's order while running) and saved to the
+/// index every flush when they entered a new minute, and all on close: a blob read thousands
+/// of times a second costs the index one write a minute, the order survives a clean restart
+/// exactly and a crash to the minute.
+const ACCESS_SAVED_PER_MS: u64 = 60_000;
+
 impl Inner {
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the maps consistent enough to keep serving: every
@@ -37,26 +43,36 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn flush_access(&self) -> Result<(), StoreError> {
+    /// Saves the access times that entered a new minute ([`State::dirty`]); with `all`, every
+    /// one not saved yet.
+    fn flush_access(&self, all: bool) -> Result<(), StoreError> {
         let mut state = self.state();
-        if state.dirty.is_empty() {
-            return Ok(());
-        }
         let dirty = std::mem::take(&mut state.dirty);
-        let puts: Vec<_> = dirty
+        let mut puts: Vec<_> = dirty
             .into_iter()
             .filter_map(|d| {
-                let record = state.blobs.get(&d)?.record();
+                let entry = state.blobs.get_mut(&d)?;
+                entry.access_unsaved = false;
+                let record = entry.record();
                 Some((d, record))
             })
             .collect();
+        if all {
+            for (digest, entry) in state.blobs.iter_mut().filter(|(_, e)| e.access_unsaved) {
+                entry.access_unsaved = false;
+                puts.push((digest.clone(), entry.record()));
+            }
+        }
+        if puts.is_empty() {
+            return Ok(());
+        }
         self.index.write_blobs(&puts, &[])
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Err(e) = self.flush_access() {
+        if let Err(e) = self.flush_access(true) {
             tracing::warn!(error = %e, "could not save blob access times on close");
         }
         if let Err(e) = self.index.flush() {
@@ -165,9 +181,14 @@ impl Store {
             let Some(entry) = state.blobs.get_mut(digest) else {
                 return Ok(None);
             };
+            let new_minute =
+                stamp / ACCESS_SAVED_PER_MS != entry.last_access_ms / ACCESS_SAVED_PER_MS;
             entry.last_access_ms = stamp;
+            entry.access_unsaved = true;
             let info = entry.info(digest);
-            state.dirty.insert(digest.clone());
+            if new_minute {
+                state.dirty.insert(digest.clone());
+            }
             (info, self.lease_locked(&mut state, digest))
         };
         let path = self.inner.layout.blob_path(digest);
@@ -206,10 +227,11 @@ impl Store {
         self.inner.state().usage
     }
 
-    /// Writes the access times recorded by reads since the last flush to the index, in one batch.
-    /// Call it periodically; gc and closing the store call it too.
+    /// Writes the access times that entered a new minute since the last flush to the index, in
+    /// one batch ([`ACCESS_SAVED_PER_MS`]). Call it periodically; closing the store saves every
+    /// access time not saved yet.
     pub fn flush_access(&self) -> Result<(), StoreError> {
-        self.inner.flush_access()
+        self.inner.flush_access(false)
     }
 
     /// Points `repo:tag` at `digest` (a manifest blob), confirmed upstream at `checked_at`, and
