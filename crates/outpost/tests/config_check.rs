@@ -530,25 +530,23 @@ fn check_shows_the_shared_store_and_probes_it_without_showing_the_secret() {
         "check without --probe contacted the store"
     );
 
-    let probed = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["check", "--probe", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stdout = text(&probed.stdout);
-    assert!(stdout.contains(": reachable, 0 blobs"), "{stdout}");
-    let everything = stdout + &text(&probed.stderr);
-    assert!(!everything.contains(SHARED_SECRET), "{everything}");
+    // stdout, then stderr, of `outpost check --probe`.
+    let probe = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["check", "--probe", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        text(&out.stdout) + &text(&out.stderr)
+    };
+    let probed = probe();
+    assert!(probed.contains(": reachable, 0 blobs"), "{probed}");
+    assert!(!probed.contains(SHARED_SECRET), "{probed}");
 
     s3.set_unreachable(true);
-    let probed = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["check", "--probe", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stdout = text(&probed.stdout);
-    assert!(stdout.contains("NOT REACHABLE"), "{stdout}");
-    assert!(!stdout.contains(SHARED_SECRET), "{stdout}");
+    let probed = probe();
+    assert!(probed.contains("NOT REACHABLE"), "{probed}");
+    assert!(!probed.contains(SHARED_SECRET), "{probed}");
 }
 
 #[test]

@@ -159,24 +159,40 @@ impl Tier {
         operation: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Option<T> {
+        self.attempt(operation, call, |_| false)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// [`Tier::call`], except that an error for which `spare` holds is not the shared store
+    /// failing (e.g. bytes that do not match their digest): it is returned to the caller and
+    /// leaves the tier's health as it was.
+    async fn attempt<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+        spare: impl Fn(&StoreError) -> bool,
+    ) -> Result<Option<T>, StoreError> {
         if !self.available() {
-            return None;
+            return Ok(None);
         }
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => {
                 self.healthy();
-                Some(value)
+                Ok(Some(value))
             }
+            Ok(Err(e)) if spare(&e) => Err(e),
             Ok(Err(e)) => {
                 self.degraded(operation, &e);
-                None
+                Ok(None)
             }
             Err(_) => {
                 self.degraded(
                     operation,
                     &format_args!("no answer within {:?}", self.timeout),
                 );
-                None
+                Ok(None)
             }
         }
     }
@@ -231,25 +247,14 @@ impl Tier {
 
     /// A manifest (small blob) from the shared store, verified.
     pub async fn manifest(&self, digest: &Digest) -> Option<(BlobInfo, Bytes)> {
-        let limit = oci::MAX_MANIFEST_BYTES as u64;
-        if !self.available() {
-            return None;
-        }
-        match tokio::time::timeout(self.timeout, self.store.read_all(digest, limit)).await {
-            Ok(Ok(found)) => {
-                self.healthy();
-                found.filter(|(info, _)| info.media_type.is_some())
-            }
-            Ok(Err(e @ StoreError::DigestMismatch { .. })) => {
+        let read = self.store.read_all(digest, oci::MAX_MANIFEST_BYTES as u64);
+        let mismatch = |e: &StoreError| matches!(e, StoreError::DigestMismatch { .. });
+        match self.attempt("read_all", read, mismatch).await {
+            Ok(found) => found
+                .flatten()
+                .filter(|(info, _)| info.media_type.is_some()),
+            Err(e) => {
                 self.corrupt(digest, &e).await;
-                None
-            }
-            Ok(Err(e)) => {
-                self.degraded("read_all", &e);
-                None
-            }
-            Err(_) => {
-                self.degraded("read_all", &"timed out");
                 None
             }
         }
