@@ -55,6 +55,21 @@ impl Digest {
         &self.hex
     }
 
+    /// The digest's bytes (32 for sha256, 64 for sha512), decoded from its hex into `out`.
+    pub fn decode_into<'a>(&self, out: &'a mut [u8; 64]) -> &'a [u8] {
+        let raw = &mut out[..self.hex.len() / 2];
+        hex::decode_to_slice(&self.hex, raw).expect("a parsed digest is lower-case hex");
+        raw
+    }
+
+    /// The digest whose bytes are `raw`; `None` when `raw` is not as long as `algorithm`'s.
+    pub fn from_raw(algorithm: Algorithm, raw: &[u8]) -> Option<Digest> {
+        (raw.len() * 2 == algorithm.hex_len()).then(|| Digest {
+            algorithm,
+            hex: hex::encode(raw),
+        })
+    }
+
     /// The digest of `bytes` with `algorithm`.
     pub fn compute(algorithm: Algorithm, bytes: &[u8]) -> Digest {
         let mut hasher = Hasher::new(algorithm);
@@ -146,6 +161,19 @@ mod tests {
 
     const EMPTY_SHA256: &str =
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn raw_bytes_round_trip_and_refuse_the_wrong_length() {
+        for text in [EMPTY_SHA256, &format!("sha512:{}", "ab".repeat(64))] {
+            let digest: Digest = text.parse().unwrap();
+            let mut buf = [0; 64];
+            let raw = digest.decode_into(&mut buf).to_vec();
+            assert_eq!(raw.len(), digest.hex().len() / 2);
+            assert_eq!(Digest::from_raw(digest.algorithm(), &raw), Some(digest));
+        }
+        assert_eq!(Digest::from_raw(Algorithm::Sha256, &[0; 64]), None);
+        assert_eq!(Digest::from_raw(Algorithm::Sha512, &[0; 32]), None);
+    }
 
     #[test]
     fn parses_and_prints_sha256() {

@@ -114,9 +114,6 @@ fn split_tag_key(key: &[u8]) -> Option<(String, String)> {
     Some((repo.to_owned(), tag.to_owned()))
 }
 
-/// The decodable `blobs` records, and the raw keys of those that are not.
-pub(crate) type LoadedBlobs = (Vec<(Digest, BlobRecord)>, Vec<sled::IVec>);
-
 /// Opens sled in `dir`. The caller holds the data dir lock, so when sled reports its own lock as
 /// taken, a `Store` of this process that was just dropped is still releasing it (sled finishes
 /// background writes on its own threads): retry briefly before calling the dir locked.
@@ -205,20 +202,21 @@ impl Index {
     }
 
     /// Every blob record, plus the raw keys of records that do not decode.
-    pub(crate) fn load_blobs(&self) -> Result<LoadedBlobs, StoreError> {
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
+    /// Calls `f` with every `blobs` record in key order: its raw key, and the digest and record
+    /// when both decode (`None` for a malformed one). Stops at `f`'s first error.
+    pub(crate) fn each_blob(
+        &self,
+        mut f: impl FnMut(sled::IVec, Option<(Digest, BlobRecord)>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         for item in self.blobs.iter() {
             let (key, value) = item.map_err(|e| self.err(e))?;
             let digest = std::str::from_utf8(&key)
                 .ok()
                 .and_then(|s| s.parse::<Digest>().ok());
-            match (digest, BlobRecord::decode(&value)) {
-                (Some(d), Some(r)) => good.push((d, r)),
-                _ => bad.push(key),
-            }
+            let decoded = digest.zip(BlobRecord::decode(&value));
+            f(key, decoded)?;
         }
-        Ok((good, bad))
+        Ok(())
     }
 
     pub(crate) fn put_blob(&self, digest: &Digest, record: &BlobRecord) -> Result<(), StoreError> {
@@ -345,6 +343,17 @@ impl Index {
     }
 
     /// Makes everything written so far durable.
+    /// Closes the database and opens it again: sled's cache starts empty. sled hands page
+    /// accesses to its LRU in batches per shard, so one scan of every leaf (the startup
+    /// reconcile) leaves them all in memory whatever the cache capacity: ~17 MiB for 100 000
+    /// blobs, freed by this for ~40 ms.
+    pub(crate) fn reopen(self) -> Result<Index, StoreError> {
+        self.flush()?;
+        let dir = self.dir.clone();
+        drop(self);
+        Index::open(&dir)
+    }
+
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(drop).map_err(|e| self.err(e))
     }

@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::state::{BlobInfo, Entry};
+use crate::state::BlobInfo;
 use crate::store::{Lease, Store};
 use oci::{Digest, Hasher, MediaType};
 
@@ -93,11 +93,12 @@ impl Store {
         media_type: Option<&MediaType>,
     ) -> Result<Option<BlobInfo>, StoreError> {
         let mut state = self.inner.state();
+        let interned = media_type.map(|m| state.blobs.intern(m));
         let Some(entry) = state.blobs.get_mut(digest) else {
             return Ok(None);
         };
-        if entry.media_type.is_none() && media_type.is_some() {
-            entry.media_type = media_type.cloned();
+        if entry.media_type.is_none() && interned.is_some() {
+            entry.media_type = interned;
             self.inner.index.put_blob(digest, &entry.record())?;
         }
         Ok(Some(entry.info(digest)))
@@ -133,15 +134,11 @@ impl Store {
         if let Some(entry) = state.blobs.get(digest) {
             return Ok(entry.info(digest));
         }
-        let entry = Entry {
-            size,
-            media_type: media_type.cloned(),
-            last_access_ms: state.stamp(),
-            access_unsaved: false,
-        };
+        let stamp = state.stamp();
+        let entry = state.blobs.entry(size, media_type, stamp);
         let info = entry.info(digest);
         let record = entry.record();
-        state.insert(digest.clone(), entry);
+        state.insert(digest, entry);
         self.inner.index.put_blob(digest, &record)?;
         tracing::debug!(%digest, size, "blob stored");
         Ok(info)

@@ -196,7 +196,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 // Keep memory in line with the disk: the file is still there.
-                state.insert(digest.clone(), entry);
+                state.insert(digest, entry);
                 return Err(StoreError::io("remove blob", path, e));
             }
         }
@@ -242,11 +242,12 @@ impl Store {
                 return report;
             }
             let mut candidates: Vec<(u64, Digest)> = Vec::with_capacity(state.blobs.len());
-            for (digest, entry) in &state.blobs {
-                if state.is_leased(digest) {
+            for (key, entry) in state.blobs.iter() {
+                let digest = key.digest();
+                if state.is_leased(&digest) {
                     report.kept_leased += 1;
                 } else {
-                    candidates.push((entry.last_access_ms, digest.clone()));
+                    candidates.push((entry.last_access_ms, digest));
                 }
             }
             candidates.sort_unstable();
@@ -297,7 +298,7 @@ impl Store {
             state
                 .blobs
                 .iter()
-                .map(|(d, e)| (d.clone(), e.size))
+                .map(|(key, e)| (key.digest(), e.size))
                 .collect()
         };
         blobs.sort_unstable();

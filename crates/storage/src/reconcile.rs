@@ -10,8 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::index::{BlobRecord, Index};
 use crate::layout::{digest_of_blob_file, Layout, ALGORITHMS};
-use crate::state::Entry;
-use oci::Digest;
+use crate::state::{BlobMap, Key};
 
 use crate::StoreError;
 
@@ -97,7 +96,7 @@ struct Found {
 fn walk_blobs(
     layout: &Layout,
     report: &mut ReconcileReport,
-) -> Result<HashMap<Digest, Found>, StoreError> {
+) -> Result<HashMap<Key, Found>, StoreError> {
     let mut found = HashMap::new();
     for algorithm in ALGORITHMS {
         let alg_dir = layout.algorithm_dir(algorithm);
@@ -133,7 +132,7 @@ fn walk_blobs(
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0);
                 found.insert(
-                    digest,
+                    Key::of(&digest),
                     Found {
                         size: meta.len(),
                         mtime_ms,
@@ -149,7 +148,7 @@ fn walk_blobs(
 pub(crate) fn reconcile(
     layout: &Layout,
     index: &Index,
-) -> Result<(HashMap<Digest, Entry>, ReconcileReport), StoreError> {
+) -> Result<(BlobMap, ReconcileReport), StoreError> {
     let started = Instant::now();
     let mut report = ReconcileReport::default();
 
@@ -160,70 +159,62 @@ pub(crate) fn reconcile(
         report.removed_temp_files += usize::from(remove_any(&entry.path(), is_dir)?);
     }
 
-    // 2. Files, then index entries.
+    // 2. Files, then index entries, streamed into the map (no copy of the whole index).
     let mut found = walk_blobs(layout, &mut report)?;
-    let (records, malformed) = index.load_blobs()?;
-    let mut removes = malformed;
-    report.dropped_entries += removes.len();
-    let mut puts = Vec::new();
-    let mut blobs = HashMap::with_capacity(found.len());
-    for (digest, record) in records {
-        match found.remove(&digest) {
+    let mut blobs = BlobMap::with_capacity(found.len());
+    let mut removes = Vec::new();
+    index.each_blob(|key, decoded| {
+        let Some((digest, record)) = decoded else {
+            removes.push(key);
+            report.dropped_entries += 1;
+            return Ok(());
+        };
+        match found.remove(&Key::of(&digest)) {
             None => {
                 report.dropped_entries += 1;
-                removes.push(digest.to_string().into_bytes().into());
+                removes.push(key);
             }
             Some(file) if file.size != record.size => {
                 let path = layout.blob_path(&digest);
                 tracing::warn!(%digest, path = %path.display(), indexed = record.size, on_disk = file.size, "blob file has the wrong size; removing it");
                 remove_any(&path, false)?;
                 report.removed_wrong_size += 1;
-                removes.push(digest.to_string().into_bytes().into());
+                removes.push(key);
             }
             Some(_) => {
-                blobs.insert(
-                    digest,
-                    Entry {
-                        size: record.size,
-                        media_type: record.media_type,
-                        last_access_ms: record.last_access_ms,
-                        access_unsaved: false,
-                    },
+                let entry = blobs.entry(
+                    record.size,
+                    record.media_type.as_ref(),
+                    record.last_access_ms,
                 );
+                blobs.insert(&digest, entry);
             }
         }
-    }
+        Ok(())
+    })?;
 
     // 3. Files nobody indexed (a crash between rename and index): index them again.
-    for (digest, file) in found {
+    let mut puts = Vec::with_capacity(found.len());
+    for (key, file) in found {
+        let digest = key.digest();
         let record = BlobRecord {
             size: file.size,
             last_access_ms: file.mtime_ms,
             media_type: None,
         };
         report.reindexed_files += 1;
-        puts.push((digest.clone(), record));
-        blobs.insert(
-            digest,
-            Entry {
-                size: file.size,
-                media_type: None,
-                last_access_ms: file.mtime_ms,
-                access_unsaved: false,
-            },
-        );
+        let entry = blobs.entry(file.size, None, file.mtime_ms);
+        blobs.insert(&digest, entry);
+        puts.push((digest, record));
     }
     index.write_blobs(&puts, &removes)?;
+    drop(puts);
 
     // 4. Tags whose manifest is gone point nowhere.
     let dangling: Vec<_> = index
         .all_tags()?
         .into_iter()
-        .filter(|(_, entry)| {
-            entry
-                .as_ref()
-                .is_none_or(|e| !blobs.contains_key(&e.digest))
-        })
+        .filter(|(_, entry)| entry.as_ref().is_none_or(|e| !blobs.contains(&e.digest)))
         .map(|(key, _)| key)
         .collect();
     report.dropped_tags = dangling.len();

@@ -1,11 +1,12 @@
 //! The in-memory state behind the store's one mutex: every blob's size, media type and last
-//! access ([`Entry`]), the leases, the usage totals and the repositories. `store.rs` owns the
-//! mutex; `reconcile.rs` builds the first state from the files and the index.
+//! access ([`BlobMap`] of [`Entry`]), the leases, the usage totals and the repositories.
+//! `store.rs` owns the mutex; `reconcile.rs` builds the first state from the files and the index.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{hash_map, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use oci::{Digest, MediaType};
+use oci::{Algorithm, Digest, MediaType};
 
 use crate::index::BlobRecord;
 
@@ -29,7 +30,8 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) size: u64,
-    pub(crate) media_type: Option<MediaType>,
+    /// Interned by [`BlobMap`]: a store holds few distinct media types.
+    pub(crate) media_type: Option<Arc<MediaType>>,
     pub(crate) last_access_ms: u64,
     /// `last_access_ms` changed since the index last got it (saved on close at the latest).
     pub(crate) access_unsaved: bool,
@@ -40,7 +42,7 @@ impl Entry {
         BlobInfo {
             digest: digest.clone(),
             size: self.size,
-            media_type: self.media_type.clone(),
+            media_type: self.media_type.as_deref().cloned(),
         }
     }
 
@@ -48,15 +50,130 @@ impl Entry {
         BlobRecord {
             size: self.size,
             last_access_ms: self.last_access_ms,
-            media_type: self.media_type.clone(),
+            media_type: self.media_type.as_deref().cloned(),
         }
+    }
+}
+
+/// A digest as a map key: its bytes, no allocation for sha256 (the digest of nearly every blob).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    Sha256([u8; 32]),
+    Sha512(Box<[u8; 64]>),
+}
+
+impl Key {
+    pub(crate) fn of(digest: &Digest) -> Key {
+        let mut buf = [0; 64];
+        let raw = digest.decode_into(&mut buf);
+        match digest.algorithm() {
+            Algorithm::Sha256 => Key::Sha256(raw.try_into().expect("sha256 has 32 bytes")),
+            Algorithm::Sha512 => Key::Sha512(Box::new(buf)),
+        }
+    }
+
+    pub(crate) fn digest(&self) -> Digest {
+        let (algorithm, raw) = match self {
+            Key::Sha256(raw) => (Algorithm::Sha256, &raw[..]),
+            Key::Sha512(raw) => (Algorithm::Sha512, &raw[..]),
+        };
+        Digest::from_raw(algorithm, raw).expect("a key holds its algorithm's length")
+    }
+}
+
+/// Every indexed blob. Compact, as a store can hold hundreds of thousands: a sha256 digest is
+/// held as its 32 bytes and a media type once for all the blobs of that type, so a blob costs
+/// one slot of the table (~75 bytes) and no allocation of its own.
+#[derive(Debug, Default)]
+pub(crate) struct BlobMap {
+    entries: HashMap<Key, Entry>,
+    media_types: HashSet<Arc<MediaType>>,
+}
+
+impl BlobMap {
+    pub(crate) fn with_capacity(capacity: usize) -> BlobMap {
+        BlobMap {
+            entries: HashMap::with_capacity(capacity),
+            media_types: HashSet::new(),
+        }
+    }
+
+    /// An entry for a blob of `size` and `media_type`, last read at `last_access_ms`.
+    pub(crate) fn entry(
+        &mut self,
+        size: u64,
+        media_type: Option<&MediaType>,
+        last_access_ms: u64,
+    ) -> Entry {
+        Entry {
+            size,
+            media_type: media_type.map(|m| self.intern(m)),
+            last_access_ms,
+            access_unsaved: false,
+        }
+    }
+
+    pub(crate) fn intern(&mut self, media_type: &MediaType) -> Arc<MediaType> {
+        if let Some(known) = self.media_types.get(media_type) {
+            return known.clone();
+        }
+        let new = Arc::new(media_type.clone());
+        self.media_types.insert(new.clone());
+        new
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn get(&self, digest: &Digest) -> Option<&Entry> {
+        self.entries.get(&Key::of(digest))
+    }
+
+    pub(crate) fn get_mut(&mut self, digest: &Digest) -> Option<&mut Entry> {
+        self.entries.get_mut(&Key::of(digest))
+    }
+
+    pub(crate) fn contains(&self, digest: &Digest) -> bool {
+        self.entries.contains_key(&Key::of(digest))
+    }
+
+    pub(crate) fn insert(&mut self, digest: &Digest, mut entry: Entry) {
+        // Re-interned: an entry put back after a failed removal may hold a type the set forgot.
+        if let Some(media_type) = entry.media_type.take() {
+            entry.media_type = Some(self.intern(&media_type));
+        }
+        self.entries.insert(Key::of(digest), entry);
+    }
+
+    pub(crate) fn remove(&mut self, digest: &Digest) -> Option<Entry> {
+        let entry = self.entries.remove(&Key::of(digest))?;
+        // The last blob of its media type: forget the type too (this entry's and the set's).
+        if let Some(media_type) = &entry.media_type {
+            if Arc::strong_count(media_type) == 2 {
+                self.media_types.remove(&**media_type);
+            }
+        }
+        Some(entry)
+    }
+
+    pub(crate) fn iter(&self) -> hash_map::Iter<'_, Key, Entry> {
+        self.entries.iter()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> hash_map::IterMut<'_, Key, Entry> {
+        self.entries.iter_mut()
+    }
+
+    pub(crate) fn values(&self) -> hash_map::Values<'_, Key, Entry> {
+        self.entries.values()
     }
 }
 
 /// Everything behind the one store mutex. The blob map and the `blobs` tree change together,
 /// under this lock, so gc, verify and commits cannot interleave on one digest.
 pub(crate) struct State {
-    pub(crate) blobs: HashMap<Digest, Entry>,
+    pub(crate) blobs: BlobMap,
     /// Live [`Lease`]s per digest (open `Blob`s and `Ingest`s).
     pub(crate) leases: HashMap<Digest, usize>,
     /// Digests whose `last_access_ms` entered a new minute since the last
@@ -93,9 +210,60 @@ impl State {
     }
 
     /// Records a newly installed blob in memory.
-    pub(crate) fn insert(&mut self, digest: Digest, entry: Entry) {
+    pub(crate) fn insert(&mut self, digest: &Digest, entry: Entry) {
         self.usage.bytes += entry.size;
         self.usage.blobs += 1;
         self.blobs.insert(digest, entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_give_back_their_digest() {
+        for digest in [
+            Digest::compute(Algorithm::Sha256, b"a"),
+            Digest::compute(Algorithm::Sha512, b"a"),
+        ] {
+            assert_eq!(Key::of(&digest).digest(), digest);
+        }
+        assert_ne!(
+            Key::of(&Digest::compute(Algorithm::Sha256, b"a")),
+            Key::of(&Digest::compute(Algorithm::Sha256, b"b"))
+        );
+    }
+
+    #[test]
+    fn blobs_of_one_media_type_share_it_and_the_last_one_out_forgets_it() {
+        let layer = MediaType::parse("application/vnd.oci.image.layer.v1.tar").unwrap();
+        let (a, b) = (
+            Digest::compute(Algorithm::Sha256, b"a"),
+            Digest::compute(Algorithm::Sha512, b"b"),
+        );
+        let mut map = BlobMap::default();
+        for digest in [&a, &b] {
+            let entry = map.entry(1, Some(&layer), 7);
+            map.insert(digest, entry);
+        }
+        let (ea, eb) = (map.get(&a).unwrap(), map.get(&b).unwrap());
+        assert!(Arc::ptr_eq(
+            ea.media_type.as_ref().unwrap(),
+            eb.media_type.as_ref().unwrap()
+        ));
+        assert_eq!(ea.info(&a).media_type.as_ref(), Some(&layer));
+        assert_eq!(map.media_types.len(), 1);
+
+        map.remove(&a).unwrap();
+        assert_eq!(map.media_types.len(), 1, "b still has it");
+        let removed = map.remove(&b).unwrap();
+        assert!(map.media_types.is_empty());
+        assert!(!map.contains(&b) && map.len() == 0);
+
+        // Put back (a removal whose file could not be deleted): interned again.
+        map.insert(&b, removed);
+        assert_eq!(map.media_types.len(), 1);
+        assert_eq!(map.get(&b).unwrap().record().media_type, Some(layer));
     }
 }

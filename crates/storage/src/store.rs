@@ -58,9 +58,9 @@ impl Inner {
             })
             .collect();
         if all {
-            for (digest, entry) in state.blobs.iter_mut().filter(|(_, e)| e.access_unsaved) {
+            for (key, entry) in state.blobs.iter_mut().filter(|(_, e)| e.access_unsaved) {
                 entry.access_unsaved = false;
-                puts.push((digest.clone(), entry.record()));
+                puts.push((key.digest(), entry.record()));
             }
         }
         if puts.is_empty() {
@@ -126,6 +126,8 @@ impl Store {
         let index = Index::open(&layout.index_dir())?;
         let (blobs, report) = reconcile(&layout, &index)?;
         let repositories = index.repositories()?.into_iter().collect();
+        // The reconcile read every record: leave none of it in sled's cache.
+        let index = index.reopen()?;
         let usage = Usage {
             bytes: blobs.values().map(|e| e.size).sum(),
             blobs: blobs.len() as u64,

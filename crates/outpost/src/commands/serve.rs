@@ -80,6 +80,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
                 return Ok(());
             }
         }
+        crate::memory::release_freed();
         tracing::info!("outpost is ready");
         shutdown_signal().await?;
         tracing::info!(
