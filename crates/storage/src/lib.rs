@@ -63,7 +63,8 @@
 //!   re-indexes files without an entry (size from the file, access time from its mtime, media
 //!   type unknown) and drops tags whose manifest is gone. One directory walk, one index scan.
 //! - A tag points at a stored manifest blob: store the manifest first, then [`Store::put_tag`].
-//! - In memory, the store holds every blob's size, media type and last access under one mutex;
+//! - In memory, the store holds every blob's size, media type and last access under one mutex
+//!   (~75 bytes a blob: the digest as bytes, media types shared; 100 000 blobs in ~9 MiB);
 //!   the `blobs` tree changes only under that mutex too, so gc, verify and commits on one digest
 //!   never interleave. Reads touch no disk besides opening the blob file: access times are
 //!   exact in memory and batched to the index by [`Store::flush_access`] (periodically by the

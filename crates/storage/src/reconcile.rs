@@ -169,7 +169,8 @@ pub(crate) fn reconcile(
             report.dropped_entries += 1;
             return Ok(());
         };
-        match found.remove(&Key::of(&digest)) {
+        let digest_key = Key::of(&digest);
+        match found.remove(&digest_key) {
             None => {
                 report.dropped_entries += 1;
                 removes.push(key);
@@ -187,7 +188,7 @@ pub(crate) fn reconcile(
                     record.media_type.as_ref(),
                     record.last_access_ms,
                 );
-                blobs.insert(&digest, entry);
+                blobs.insert_key(digest_key, entry);
             }
         }
         Ok(())
@@ -196,7 +197,6 @@ pub(crate) fn reconcile(
     // 3. Files nobody indexed (a crash between rename and index): index them again.
     let mut puts = Vec::with_capacity(found.len());
     for (key, file) in found {
-        let digest = key.digest();
         let record = BlobRecord {
             size: file.size,
             last_access_ms: file.mtime_ms,
@@ -204,8 +204,8 @@ pub(crate) fn reconcile(
         };
         report.reindexed_files += 1;
         let entry = blobs.entry(file.size, None, file.mtime_ms);
-        blobs.insert(&digest, entry);
-        puts.push((digest, record));
+        puts.push((key.digest(), record));
+        blobs.insert_key(key, entry);
     }
     index.write_blobs(&puts, &removes)?;
     drop(puts);

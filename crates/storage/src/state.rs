@@ -138,12 +138,16 @@ impl BlobMap {
         self.entries.contains_key(&Key::of(digest))
     }
 
-    pub(crate) fn insert(&mut self, digest: &Digest, mut entry: Entry) {
+    pub(crate) fn insert(&mut self, digest: &Digest, entry: Entry) {
+        self.insert_key(Key::of(digest), entry);
+    }
+
+    pub(crate) fn insert_key(&mut self, key: Key, mut entry: Entry) {
         // Re-interned: an entry put back after a failed removal may hold a type the set forgot.
         if let Some(media_type) = entry.media_type.take() {
             entry.media_type = Some(self.intern(&media_type));
         }
-        self.entries.insert(Key::of(digest), entry);
+        self.entries.insert(key, entry);
     }
 
     pub(crate) fn remove(&mut self, digest: &Digest) -> Option<Entry> {

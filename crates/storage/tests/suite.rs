@@ -486,6 +486,21 @@ fn reconcile_handles_ten_thousand_blobs(open: Open) {
     assert_eq!(read_all(&store, &sha256(&extra[7])).unwrap(), extra[7]);
     let verify = store.verify(false);
     assert_eq!((verify.checked, verify.corrupt.len()), ((N - 50) as u64, 0));
+
+    // A store this big reopens its index after the reconcile: what the reconcile wrote and
+    // what is written after it are both kept.
+    store
+        .put_tag("library/app", "v1", &digests[N - 1], SystemTime::now())
+        .unwrap();
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    let report = store.reconcile_report();
+    assert_eq!((report.dropped_entries, report.reindexed_files), (0, 0));
+    assert_eq!(store.usage().blobs, (N - 100 + 50) as u64);
+    assert_eq!(
+        store.tag("library/app", "v1").unwrap().map(|t| t.digest),
+        Some(digests[N - 1].clone())
+    );
 }
 
 fn leased_blobs_survive_gc(open: Open) {
