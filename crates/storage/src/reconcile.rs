@@ -86,6 +86,9 @@ fn entry_of(
     Ok((entry, is_dir))
 }
 
+/// Records re-indexed per index batch.
+const REINDEX_BATCH: usize = 4096;
+
 /// A blob file found on disk.
 struct Found {
     size: u64,
@@ -207,7 +210,12 @@ pub(crate) fn reconcile(
         puts.push((key.digest(), record));
         blobs.insert_key(key, entry);
     }
-    index.write_blobs(&puts, &removes)?;
+    // In batches: sled holds a whole batch in memory several times over while applying it
+    // (one batch of 100 000 re-indexed files peaked at 500 MiB).
+    index.write_blobs(&[], &removes)?;
+    for batch in puts.chunks(REINDEX_BATCH) {
+        index.write_blobs(batch, &[])?;
+    }
     drop(puts);
 
     // 4. Tags whose manifest is gone point nowhere.
