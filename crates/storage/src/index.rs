@@ -201,7 +201,6 @@ impl Index {
         }
     }
 
-    /// Every blob record, plus the raw keys of records that do not decode.
     /// Calls `f` with every `blobs` record in key order: its raw key, and the digest and record
     /// when both decode (`None` for a malformed one). Stops at `f`'s first error.
     pub(crate) fn each_blob(
@@ -342,7 +341,6 @@ impl Index {
         Ok(out)
     }
 
-    /// Makes everything written so far durable.
     /// Closes the database and opens it again: sled's cache starts empty. sled hands page
     /// accesses to its LRU in batches per shard, so one scan of every leaf (the startup
     /// reconcile) leaves them all in memory whatever the cache capacity: ~17 MiB for 100 000
@@ -354,6 +352,7 @@ impl Index {
         Index::open(&dir)
     }
 
+    /// Makes everything written so far durable.
     pub(crate) fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(drop).map_err(|e| self.err(e))
     }

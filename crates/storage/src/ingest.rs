@@ -135,10 +135,8 @@ impl Store {
             return Ok(entry.info(digest));
         }
         let stamp = state.stamp();
-        let entry = state.blobs.entry(size, media_type, stamp);
-        let info = entry.info(digest);
-        let record = entry.record();
-        state.insert(digest, entry);
+        let entry = state.insert(digest, size, media_type, stamp);
+        let (info, record) = (entry.info(digest), entry.record());
         self.inner.index.put_blob(digest, &record)?;
         tracing::debug!(%digest, size, "blob stored");
         Ok(info)

@@ -196,7 +196,10 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 // Keep memory in line with the disk: the file is still there.
-                state.insert(digest, entry);
+                let media_type = entry.media_type.as_deref();
+                state
+                    .insert(digest, entry.size, media_type, entry.last_access_ms)
+                    .access_unsaved = entry.access_unsaved;
                 return Err(StoreError::io("remove blob", path, e));
             }
         }

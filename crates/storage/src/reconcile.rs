@@ -186,12 +186,8 @@ pub(crate) fn reconcile(
                 removes.push(key);
             }
             Some(_) => {
-                let entry = blobs.entry(
-                    record.size,
-                    record.media_type.as_ref(),
-                    record.last_access_ms,
-                );
-                blobs.insert_key(digest_key, entry);
+                let media_type = record.media_type.as_ref();
+                blobs.insert(digest_key, record.size, media_type, record.last_access_ms);
             }
         }
         Ok(())
@@ -206,9 +202,8 @@ pub(crate) fn reconcile(
             media_type: None,
         };
         report.reindexed_files += 1;
-        let entry = blobs.entry(file.size, None, file.mtime_ms);
         puts.push((key.digest(), record));
-        blobs.insert_key(key, entry);
+        blobs.insert(key, file.size, None, file.mtime_ms);
     }
     // In batches: sled holds a whole batch in memory several times over while applying it
     // (one batch of 100 000 re-indexed files peaked at 500 MiB).

@@ -98,21 +98,6 @@ impl BlobMap {
         }
     }
 
-    /// An entry for a blob of `size` and `media_type`, last read at `last_access_ms`.
-    pub(crate) fn entry(
-        &mut self,
-        size: u64,
-        media_type: Option<&MediaType>,
-        last_access_ms: u64,
-    ) -> Entry {
-        Entry {
-            size,
-            media_type: media_type.map(|m| self.intern(m)),
-            last_access_ms,
-            access_unsaved: false,
-        }
-    }
-
     pub(crate) fn intern(&mut self, media_type: &MediaType) -> Arc<MediaType> {
         if let Some(known) = self.media_types.get(media_type) {
             return known.clone();
@@ -138,16 +123,27 @@ impl BlobMap {
         self.entries.contains_key(&Key::of(digest))
     }
 
-    pub(crate) fn insert(&mut self, digest: &Digest, entry: Entry) {
-        self.insert_key(Key::of(digest), entry);
-    }
-
-    pub(crate) fn insert_key(&mut self, key: Key, mut entry: Entry) {
-        // Re-interned: an entry put back after a failed removal may hold a type the set forgot.
-        if let Some(media_type) = entry.media_type.take() {
-            entry.media_type = Some(self.intern(&media_type));
+    /// Adds (or replaces) the blob `key`, its media type shared with the blobs of that type.
+    pub(crate) fn insert(
+        &mut self,
+        key: Key,
+        size: u64,
+        media_type: Option<&MediaType>,
+        last_access_ms: u64,
+    ) -> &mut Entry {
+        let entry = Entry {
+            size,
+            media_type: media_type.map(|m| self.intern(m)),
+            last_access_ms,
+            access_unsaved: false,
+        };
+        match self.entries.entry(key) {
+            hash_map::Entry::Occupied(mut slot) => {
+                slot.insert(entry);
+                slot.into_mut()
+            }
+            hash_map::Entry::Vacant(slot) => slot.insert(entry),
         }
-        self.entries.insert(key, entry);
     }
 
     pub(crate) fn remove(&mut self, digest: &Digest) -> Option<Entry> {
@@ -214,10 +210,17 @@ impl State {
     }
 
     /// Records a newly installed blob in memory.
-    pub(crate) fn insert(&mut self, digest: &Digest, entry: Entry) {
-        self.usage.bytes += entry.size;
+    pub(crate) fn insert(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        media_type: Option<&MediaType>,
+        last_access_ms: u64,
+    ) -> &mut Entry {
+        self.usage.bytes += size;
         self.usage.blobs += 1;
-        self.blobs.insert(digest, entry);
+        self.blobs
+            .insert(Key::of(digest), size, media_type, last_access_ms)
     }
 }
 
@@ -248,8 +251,7 @@ mod tests {
         );
         let mut map = BlobMap::default();
         for digest in [&a, &b] {
-            let entry = map.entry(1, Some(&layer), 7);
-            map.insert(digest, entry);
+            map.insert(Key::of(digest), 1, Some(&layer), 7);
         }
         let (ea, eb) = (map.get(&a).unwrap(), map.get(&b).unwrap());
         assert!(Arc::ptr_eq(
@@ -266,7 +268,13 @@ mod tests {
         assert!(!map.contains(&b) && map.len() == 0);
 
         // Put back (a removal whose file could not be deleted): interned again.
-        map.insert(&b, removed);
+        let media_type = removed.media_type.as_deref();
+        map.insert(
+            Key::of(&b),
+            removed.size,
+            media_type,
+            removed.last_access_ms,
+        );
         assert_eq!(map.media_types.len(), 1);
         assert_eq!(map.get(&b).unwrap().record().media_type, Some(layer));
     }
