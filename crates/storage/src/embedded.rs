@@ -109,20 +109,19 @@ impl ContentStore for Embedded {
         digest: &'a Digest,
         limit: u64,
     ) -> BoxFuture<'a, Result<Option<(BlobInfo, Bytes)>, StoreError>> {
-        // Inline while the page cache has the bytes (a manifest served again and again); the
-        // rest, if any, on the offload.
+        // From memory when a copy is resident; else inline while the page cache has the bytes,
+        // the rest, if any, on the offload. Small blobs read whole are kept resident.
+        if let Some((info, bytes)) = self.store.read_resident(digest) {
+            return ready(check_limit(digest, info.size, limit).map(|()| Some((info, bytes))));
+        }
         let opened = match self.store.open_blob(digest) {
             Ok(Some(blob)) => blob.into_parts(),
             Ok(None) => return ready(Ok(None)),
             Err(e) => return ready(Err(e)),
         };
         let (file, info, lease) = opened;
-        if info.size > limit {
-            return ready(Err(StoreError::TooLarge {
-                digest: digest.clone(),
-                size: info.size,
-                limit,
-            }));
+        if let Err(e) = check_limit(digest, info.size, limit) {
+            return ready(Err(e));
         }
         let mut buf = vec![0; info.size as usize];
         let cached = match chunks::read_cached(&file, &mut buf, 0) {
@@ -130,13 +129,17 @@ impl ContentStore for Embedded {
             Err(e) => return ready(Err(StoreError::io("read blob", self.store.dir(), e))),
         };
         if cached == buf.len() {
-            return ready(Ok(Some((info, Bytes::from(buf)))));
+            let bytes = Bytes::from(buf);
+            self.store.keep_resident(digest, bytes.clone());
+            return ready(Ok(Some((info, bytes))));
         }
         Box::pin(self.blocking(move |store| {
             let _lease = lease;
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[cached..], cached as u64)
                 .map_err(|e| StoreError::io("read blob", store.dir(), e))?;
-            Ok(Some((info, Bytes::from(buf))))
+            let bytes = Bytes::from(buf);
+            store.keep_resident(&info.digest, bytes.clone());
+            Ok(Some((info, bytes)))
         }))
     }
 
@@ -409,4 +412,15 @@ impl VerifiedWrite for EmbeddedVerified {
             async move { offload(&*runner, move || ingest.commit(media_type.as_ref())).await? },
         )
     }
+}
+
+fn check_limit(digest: &Digest, size: u64, limit: u64) -> Result<(), StoreError> {
+    if size > limit {
+        return Err(StoreError::TooLarge {
+            digest: digest.clone(),
+            size,
+            limit,
+        });
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! - `layout.rs`: the on-disk tree below, and the only digest-to-path function (`blob_path`).
 //! - `index.rs`: the sled schema below; encodings and the schema version check.
 //! - `state.rs`: the in-memory state behind the store mutex ([`BlobInfo`], [`Usage`]).
+//! - `resident.rs`: small blobs read whole (manifests) kept in memory within a budget.
 //! - `store.rs`: [`Store`] (open, stat, open_blob, tags, repositories, usage), [`Blob`], [`Lease`].
 //! - `ingest.rs`: [`Ingest`] (write, verify, commit) and [`Store::put_bytes`].
 //! - `reconcile.rs`: the startup reconcile of files and index ([`ReconcileReport`]).
@@ -84,6 +85,7 @@ mod layout;
 mod maintenance;
 mod offload;
 mod reconcile;
+mod resident;
 mod state;
 mod store;
 

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use oci::{Algorithm, Digest, MediaType};
 
 use crate::index::BlobRecord;
+use crate::resident::Resident;
 
 /// What the store knows about one stored blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +185,8 @@ pub(crate) struct State {
     /// strict within a process and close to wall time across restarts.
     pub(crate) clock_ms: u64,
     pub(crate) repositories: BTreeSet<String>,
+    /// Copies of small blobs read whole, dropped with their blob.
+    pub(crate) resident: Resident<Key>,
 }
 
 impl State {
@@ -200,9 +203,26 @@ impl State {
         self.leases.contains_key(digest)
     }
 
+    /// Records a read of the blob `digest` (its access time; saved when it entered a new
+    /// minute) and gives its info; `None` if it is not stored.
+    pub(crate) fn touch(&mut self, digest: &Digest, saved_per_ms: u64) -> Option<BlobInfo> {
+        let stamp = self.stamp();
+        let entry = self.blobs.get_mut(digest)?;
+        let new_minute = stamp / saved_per_ms != entry.last_access_ms / saved_per_ms;
+        entry.last_access_ms = stamp;
+        entry.access_unsaved = true;
+        let info = entry.info(digest);
+        if new_minute {
+            self.dirty.insert(digest.clone());
+        }
+        Some(info)
+    }
+
     /// Forgets a blob in memory; the caller removes the file and the index record.
     pub(crate) fn forget(&mut self, digest: &Digest) -> Option<Entry> {
+        let key = Key::of(digest);
         let entry = self.blobs.remove(digest)?;
+        self.resident.remove(&key);
         self.dirty.remove(digest);
         self.usage.bytes -= entry.size;
         self.usage.blobs -= 1;
@@ -227,6 +247,28 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forgetting_a_blob_drops_its_resident_copy() {
+        let mut state = State {
+            blobs: BlobMap::default(),
+            leases: HashMap::new(),
+            dirty: HashSet::new(),
+            usage: Usage::default(),
+            clock_ms: 0,
+            repositories: BTreeSet::new(),
+            resident: Resident::new(1 << 20, 1 << 10),
+        };
+        let digest = Digest::compute(Algorithm::Sha256, b"{}");
+        state.insert(&digest, 2, None, 1);
+        state
+            .resident
+            .insert(Key::of(&digest), bytes::Bytes::from_static(b"{}"));
+        assert!(state.resident.get(&Key::of(&digest)).is_some());
+        state.forget(&digest).unwrap();
+        assert_eq!(state.resident.get(&Key::of(&digest)), None);
+        assert_eq!(state.usage, Usage::default());
+    }
 
     #[test]
     fn keys_give_back_their_digest() {

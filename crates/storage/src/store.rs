@@ -9,12 +9,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use fs2::FileExt;
 
 use crate::index::{check_key, Index, TagEntry};
 use crate::layout::Layout;
 use crate::reconcile::{reconcile, ReconcileReport};
-use crate::state::{BlobInfo, State, Usage};
+use crate::resident::Resident;
+use crate::state::{BlobInfo, Key, State, Usage};
 use oci::Digest;
 
 use crate::StoreError;
@@ -33,6 +35,11 @@ pub(crate) struct Inner {
 /// of times a second costs the index one write a minute, the order survives a clean restart
 /// exactly and a crash to the minute.
 const ACCESS_SAVED_PER_MS: u64 = 60_000;
+
+/// Memory for copies of small blobs read whole (manifests, referrers indexes: 0.5-10 KiB each,
+/// so thousands of them), and the largest blob kept.
+const RESIDENT_BYTES: usize = 8 << 20;
+const RESIDENT_LARGEST: usize = 256 << 10;
 
 /// From this many blobs, the index is closed and opened again after the startup reconcile
 /// ([`Index::reopen`]): below, what its scan leaves in sled's cache (< 1 MiB) costs less than a
@@ -155,6 +162,7 @@ impl Store {
             usage,
             clock_ms,
             repositories,
+            resident: Resident::new(RESIDENT_BYTES, RESIDENT_LARGEST),
         };
         Ok(Store {
             inner: Arc::new(Inner {
@@ -188,18 +196,9 @@ impl Store {
     pub fn open_blob(&self, digest: &Digest) -> Result<Option<Blob>, StoreError> {
         let (info, lease) = {
             let mut state = self.inner.state();
-            let stamp = state.stamp();
-            let Some(entry) = state.blobs.get_mut(digest) else {
+            let Some(info) = state.touch(digest, ACCESS_SAVED_PER_MS) else {
                 return Ok(None);
             };
-            let new_minute =
-                stamp / ACCESS_SAVED_PER_MS != entry.last_access_ms / ACCESS_SAVED_PER_MS;
-            entry.last_access_ms = stamp;
-            entry.access_unsaved = true;
-            let info = entry.info(digest);
-            if new_minute {
-                state.dirty.insert(digest.clone());
-            }
             (info, self.lease_locked(&mut state, digest))
         };
         let path = self.inner.layout.blob_path(digest);
@@ -216,6 +215,28 @@ impl Store {
                 Ok(None)
             }
             Err(e) => Err(StoreError::io("open blob", path, e)),
+        }
+    }
+
+    /// The bytes of `digest` if a copy is resident in memory ([`Store::keep_resident`]); a read
+    /// like [`Store::open_blob`] (it records the access) without opening the file.
+    pub fn read_resident(&self, digest: &Digest) -> Option<(BlobInfo, Bytes)> {
+        let mut state = self.inner.state();
+        let bytes = state.resident.get(&Key::of(digest))?;
+        let info = state.touch(digest, ACCESS_SAVED_PER_MS)?;
+        Some((info, bytes))
+    }
+
+    /// Keeps in memory a copy of the stored blob `digest` just read whole (`bytes`, read from
+    /// its verified file), if it is small enough and still stored; the oldest copies make room.
+    pub fn keep_resident(&self, digest: &Digest, bytes: Bytes) {
+        let mut state = self.inner.state();
+        if state
+            .blobs
+            .get(digest)
+            .is_some_and(|e| e.size == bytes.len() as u64)
+        {
+            state.resident.insert(Key::of(digest), bytes);
         }
     }
 

@@ -102,3 +102,36 @@ fn read_all_of_a_blob_the_page_cache_no_longer_holds() {
     assert_eq!(info.size, bytes.len() as u64);
     assert_eq!(cold, bytes);
 }
+
+/// A small blob read whole (a manifest) is kept in memory: read again, it is served without
+/// its file (here overwritten behind the store's back, which the memory copy does not see),
+/// and it goes with its blob: once evicted, it is not served from memory either.
+#[test]
+fn manifests_read_whole_are_served_from_memory_while_stored() {
+    use futures_executor::block_on;
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let manifest = bytes::Bytes::from(checks::content(2000, 4));
+    let digest = checks::digest(&manifest);
+    let media_type = oci::MediaType::parse(oci::OCI_MANIFEST).unwrap();
+    block_on(store.put(&digest, manifest.clone(), Some(media_type.clone()))).unwrap();
+    let (_, first) = block_on(store.read_all(&digest, 1 << 20)).unwrap().unwrap();
+    assert_eq!(first, manifest);
+
+    let hex = digest.hex();
+    let path = dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
+    std::fs::write(&path, vec![0u8; manifest.len()]).unwrap();
+    let (info, again) = block_on(store.read_all(&digest, 1 << 20)).unwrap().unwrap();
+    assert_eq!(again, manifest, "served from memory, not from the file");
+    assert_eq!(info.media_type, Some(media_type));
+    assert!(matches!(
+        block_on(store.read_all(&digest, 100)),
+        Err(storage::StoreError::TooLarge { .. })
+    ));
+
+    let report = block_on(store.evict(0)).unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(block_on(store.read_all(&digest, 1 << 20))
+        .unwrap()
+        .is_none());
+}
