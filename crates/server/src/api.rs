@@ -61,7 +61,7 @@ async fn dispatch(
 ) -> Result<Response<Body>, ApiError> {
     let (source, target) = match (route.operation.source(), target) {
         (Some(source), Some(target)) => (source, target),
-        _ => return repository_free(app, route).await,
+        _ => return Box::pin(repository_free(app, route)).await,
     };
     // Without a store, every request goes upstream: refuse a host outpost may not reach first.
     // (With one, the cache checks before it connects, and stored content is served whatever.)
@@ -70,15 +70,20 @@ async fn dispatch(
             .check_upstream(&target.host)
             .map_err(ApiError::upstream_not_allowed)?;
     }
+    // Each operation's future boxed: a request's future is as large as the operation it makes,
+    // not the largest of them all (a blob fill's state is kilobytes; a manifest hit's is not).
     match &route.operation {
         Operation::Manifest { reference, .. } => {
-            manifest(app, source, target, reference, headers, route.head).await
+            Box::pin(manifest(
+                app, source, target, reference, headers, route.head,
+            ))
+            .await
         }
         Operation::Blob { digest, .. } => {
-            blob(app, source, target, digest, headers, route.head).await
+            Box::pin(blob(app, source, target, digest, headers, route.head)).await
         }
         Operation::Tags { n, last, .. } => {
-            tags(app, route, source, target, *n, last.as_deref()).await
+            Box::pin(tags(app, route, source, target, *n, last.as_deref())).await
         }
         Operation::Referrers {
             digest,
@@ -86,9 +91,17 @@ async fn dispatch(
             ..
         } => {
             let artifact_type = artifact_type.as_deref();
-            referrers(app, source, target, digest, artifact_type, route.head).await
+            Box::pin(referrers(
+                app,
+                source,
+                target,
+                digest,
+                artifact_type,
+                route.head,
+            ))
+            .await
         }
-        Operation::Base | Operation::Catalog { .. } => repository_free(app, route).await,
+        Operation::Base | Operation::Catalog { .. } => Box::pin(repository_free(app, route)).await,
     }
 }
 

@@ -15,6 +15,8 @@
 //! The cache talks to its store only through [`ContentStore`]; the embedded store runs its
 //! blocking work on tokio's blocking pool ([`BlockingPool`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -149,20 +151,24 @@ impl Cache {
 
     /// Asks the upstream of `target` (`request`), unless the configuration does not allow it
     /// ([`config::Config::check_upstream`]) or it asked to wait; remembers when it asks to.
-    pub async fn ask<T>(
-        &self,
-        target: &Target,
-        request: impl std::future::Future<Output = Result<T, ApiError>>,
-    ) -> Result<T, ApiError> {
-        self.config
-            .check_upstream(&target.host)
-            .map_err(ApiError::upstream_not_allowed)?;
-        self.backoff.check(target)?;
-        let result = request.await;
-        if let Err(error) = &result {
-            self.backoff.note(target, error);
-        }
-        result
+    /// Boxed: the state of an upstream call (kilobytes) is allocated when one is made, so the
+    /// future of a request answered from the store stays small.
+    pub fn ask<'a, T: Send + 'a>(
+        &'a self,
+        target: &'a Target,
+        request: impl Future<Output = Result<T, ApiError>> + Send + 'a,
+    ) -> Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.config
+                .check_upstream(&target.host)
+                .map_err(ApiError::upstream_not_allowed)?;
+            self.backoff.check(target)?;
+            let result = request.await;
+            if let Err(error) = &result {
+                self.backoff.note(target, error);
+            }
+            result
+        })
     }
 
     /// Infrastructure images pass through and are never stored.
