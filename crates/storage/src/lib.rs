@@ -67,7 +67,8 @@
 //! - In memory, the store holds every blob's size, media type and last access under one mutex
 //!   (~75 bytes a blob: the digest as bytes, media types shared; 100 000 blobs in ~9 MiB);
 //!   the `blobs` tree changes only under that mutex too, so gc, verify and commits on one digest
-//!   never interleave. Reads touch no disk besides opening the blob file: access times are
+//!   never interleave. Reads touch no disk besides opening the blob file (none at all for a
+//!   manifest read again: small blobs read whole stay in memory, `resident.rs`): access times are
 //!   exact in memory and batched to the index by [`Store::flush_access`] (periodically by the
 //!   proxy, and by gc: those that entered a new minute) and on close (all).
 //! - While a [`Lease`] for a digest lives (every [`Blob`] and [`Ingest`] holds one), gc does not

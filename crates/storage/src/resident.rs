@@ -89,54 +89,50 @@ impl<K: Hash + Eq + Clone> Resident<K> {
 mod tests {
     use super::*;
 
-    fn key(n: u32) -> u32 {
-        n
-    }
-
     #[test]
     fn keeps_within_the_budget_and_evicts_the_oldest_first() {
         let budget = 10 * (100 + OVERHEAD);
         let mut resident = Resident::<u32>::new(budget, 1000);
         for n in 0..25 {
-            resident.insert(key(n), Bytes::from(vec![n as u8; 100]));
+            resident.insert(n, Bytes::from(vec![n as u8; 100]));
             assert!(resident.charged() <= budget);
         }
         for n in 0..15 {
-            assert_eq!(resident.get(&key(n)), None, "{n} was among the oldest");
+            assert_eq!(resident.get(&n), None, "{n} was among the oldest");
         }
         for n in 15..25 {
-            assert_eq!(resident.get(&key(n)), Some(Bytes::from(vec![n as u8; 100])));
+            assert_eq!(resident.get(&n), Some(Bytes::from(vec![n as u8; 100])));
         }
     }
 
     #[test]
     fn does_not_keep_blobs_over_the_limit() {
         let mut resident = Resident::<u32>::new(1 << 20, 1000);
-        resident.insert(key(1), Bytes::from(vec![0; 1001]));
-        assert_eq!(resident.get(&key(1)), None);
+        resident.insert(1, Bytes::from(vec![0; 1001]));
+        assert_eq!(resident.get(&1), None);
         assert_eq!(resident.charged(), 0);
         // Nor a limit above the budget.
         let mut tiny = Resident::<u32>::new(200, 1 << 20);
-        tiny.insert(key(2), Bytes::from(vec![0; 150]));
-        assert_eq!(tiny.get(&key(2)), None);
+        tiny.insert(2, Bytes::from(vec![0; 150]));
+        assert_eq!(tiny.get(&2), None);
     }
 
     #[test]
     fn a_blob_removed_and_kept_again_is_not_evicted_by_its_old_slot() {
         let budget = 3 * (10 + OVERHEAD);
         let mut resident = Resident::<u32>::new(budget, 100);
-        resident.insert(key(0), Bytes::from_static(b"0123456789"));
-        resident.remove(&key(0));
-        assert_eq!(resident.get(&key(0)), None);
+        resident.insert(0, Bytes::from_static(b"0123456789"));
+        resident.remove(&0);
+        assert_eq!(resident.get(&0), None);
         assert_eq!(resident.charged(), 0);
-        resident.insert(key(1), Bytes::from_static(b"1111111111"));
-        resident.insert(key(0), Bytes::from_static(b"0123456789"));
-        resident.insert(key(2), Bytes::from_static(b"2222222222"));
+        resident.insert(1, Bytes::from_static(b"1111111111"));
+        resident.insert(0, Bytes::from_static(b"0123456789"));
+        resident.insert(2, Bytes::from_static(b"2222222222"));
         // Full: the next one evicts key 1 (the oldest live slot), not key 0 by its stale slot.
-        resident.insert(key(3), Bytes::from_static(b"3333333333"));
-        assert_eq!(resident.get(&key(1)), None);
+        resident.insert(3, Bytes::from_static(b"3333333333"));
+        assert_eq!(resident.get(&1), None);
         for n in [0, 2, 3] {
-            assert!(resident.get(&key(n)).is_some(), "{n} stays");
+            assert!(resident.get(&n).is_some(), "{n} stays");
         }
     }
 
@@ -144,8 +140,8 @@ mod tests {
     fn the_queue_stays_bounded_while_blobs_come_and_go() {
         let mut resident = Resident::<u32>::new(1 << 20, 100);
         for _ in 0..10_000 {
-            resident.insert(key(7), Bytes::from_static(b"x"));
-            resident.remove(&key(7));
+            resident.insert(7, Bytes::from_static(b"x"));
+            resident.remove(&7);
         }
         assert!(
             resident.order.len() <= 65,

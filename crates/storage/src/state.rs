@@ -11,6 +11,12 @@ use oci::{Algorithm, Digest, MediaType};
 use crate::index::BlobRecord;
 use crate::resident::Resident;
 
+/// Last-access times are exact in memory (eviction's order while running) and saved to the
+/// index every flush when they entered a new minute, and all on close: a blob read thousands
+/// of times a second costs the index one write a minute, the order survives a clean restart
+/// exactly and a crash to the minute.
+pub(crate) const ACCESS_SAVED_PER_MS: u64 = 60_000;
+
 /// What the store knows about one stored blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobInfo {
@@ -205,10 +211,10 @@ impl State {
 
     /// Records a read of the blob `digest` (its access time; saved when it entered a new
     /// minute) and gives its info; `None` if it is not stored.
-    pub(crate) fn touch(&mut self, digest: &Digest, saved_per_ms: u64) -> Option<BlobInfo> {
+    pub(crate) fn touch(&mut self, digest: &Digest) -> Option<BlobInfo> {
         let stamp = self.stamp();
         let entry = self.blobs.get_mut(digest)?;
-        let new_minute = stamp / saved_per_ms != entry.last_access_ms / saved_per_ms;
+        let new_minute = stamp / ACCESS_SAVED_PER_MS != entry.last_access_ms / ACCESS_SAVED_PER_MS;
         entry.last_access_ms = stamp;
         entry.access_unsaved = true;
         let info = entry.info(digest);
@@ -220,9 +226,8 @@ impl State {
 
     /// Forgets a blob in memory; the caller removes the file and the index record.
     pub(crate) fn forget(&mut self, digest: &Digest) -> Option<Entry> {
-        let key = Key::of(digest);
         let entry = self.blobs.remove(digest)?;
-        self.resident.remove(&key);
+        self.resident.remove(&Key::of(digest));
         self.dirty.remove(digest);
         self.usage.bytes -= entry.size;
         self.usage.blobs -= 1;

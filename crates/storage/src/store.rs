@@ -30,12 +30,6 @@ pub(crate) struct Inner {
     _lock: File,
 }
 
-/// Last-access times are exact in memory (eviction's order while running) and saved to the
-/// index every flush when they entered a new minute, and all on close: a blob read thousands
-/// of times a second costs the index one write a minute, the order survives a clean restart
-/// exactly and a crash to the minute.
-const ACCESS_SAVED_PER_MS: u64 = 60_000;
-
 /// Memory for copies of small blobs read whole (manifests, referrers indexes: 0.5-10 KiB each,
 /// so thousands of them), and the largest blob kept.
 const RESIDENT_BYTES: usize = 8 << 20;
@@ -196,7 +190,7 @@ impl Store {
     pub fn open_blob(&self, digest: &Digest) -> Result<Option<Blob>, StoreError> {
         let (info, lease) = {
             let mut state = self.inner.state();
-            let Some(info) = state.touch(digest, ACCESS_SAVED_PER_MS) else {
+            let Some(info) = state.touch(digest) else {
                 return Ok(None);
             };
             (info, self.lease_locked(&mut state, digest))
@@ -223,7 +217,7 @@ impl Store {
     pub fn read_resident(&self, digest: &Digest) -> Option<(BlobInfo, Bytes)> {
         let mut state = self.inner.state();
         let bytes = state.resident.get(&Key::of(digest))?;
-        let info = state.touch(digest, ACCESS_SAVED_PER_MS)?;
+        let info = state.touch(digest)?;
         Some((info, bytes))
     }
 
@@ -260,8 +254,8 @@ impl Store {
     }
 
     /// Writes the access times that entered a new minute since the last flush to the index, in
-    /// one batch ([`ACCESS_SAVED_PER_MS`]). Call it periodically; closing the store saves every
-    /// access time not saved yet.
+    /// one batch (`ACCESS_SAVED_PER_MS` in `state.rs`). Call it periodically; closing the store
+    /// saves every access time not saved yet.
     pub fn flush_access(&self) -> Result<(), StoreError> {
         self.inner.flush_access(false)
     }
