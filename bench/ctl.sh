@@ -199,6 +199,8 @@ stop_all() {
 
 # The bench's outpost configuration ($BENCH_STATE/outpost.yaml): requests without a registry
 # host go to the upstream on loopback (loopback hosts are insecure registries: plain HTTP).
+# minFree 0: the bench measures the cache, which on a nearly full disk (under 1 GiB free, the
+# default reserve) would pass blobs through unstored.
 outpost_config() {
   mkdir -p "$S"
   cat >"$S/outpost.yaml" <<YAML
@@ -206,6 +208,8 @@ outpost:
   listen: 127.0.0.1:$OUTPOST_PORT
   dataDir: $S/outpost/data
   defaultRegistry: 127.0.0.1:$UP_PORT
+  cache:
+    minFree: "0"
 YAML
 }
 

@@ -307,7 +307,8 @@ log "start-up with $STARTUP_BLOBS cached blobs and $STARTUP_TAGS tags"
 $CTL outpost-stop
 SD=$S/startup/data
 # a long tag TTL: the tags stored below stay fresh, so every manifest GET by tag is a hit
-{ cat "$S/outpost.yaml"; printf '  cache:\n    tagTtl: 1h\n'; } >"$S/outpost-tags.yaml"
+sed 's/^  cache:$/&\n    tagTtl: 1h/' "$S/outpost.yaml" >"$S/outpost-tags.yaml"
+grep -q 'tagTtl: 1h' "$S/outpost-tags.yaml" || die "no cache: section in $S/outpost.yaml to add tagTtl to"
 ST() { python3 "$BENCH_DIR/startup.py" time "$OUTPOST_BIN" "$S/outpost-tags.yaml" "$OUTPOST_PORT" "$SD" "$STARTUP_BLOBS" "$@"; }
 t0=$(date +%s.%N)
 python3 "$BENCH_DIR/startup.py" make-data "$SD" "$STARTUP_BLOBS"

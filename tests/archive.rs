@@ -8,26 +8,17 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use archive::ArchiveError;
-use config::Config;
 use http::StatusCode;
 use oci::Digest;
 use oci::ImageRef;
 use oci::Registry;
 use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_MANIFEST};
-use outpost_tests::outpost::Client;
+use outpost_tests::outpost::{config_in, Client};
 use prefetch::Options;
 use storage::Store;
 
 fn push(fake: &FakeRegistry, repo: &str, tag: &str, seed: u8) -> PushedImage {
     fake.push_seeded(repo, Some(tag), seed, &[70_000])
-}
-
-fn config_in(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    }
 }
 
 fn hub() -> Registry {

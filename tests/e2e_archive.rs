@@ -2,17 +2,15 @@
 //! (`cargo test -p outpost-tests --features e2e --test e2e_archive`): skopeo reads outpost's
 //! archives by the names in them, and an archive skopeo wrote is imported and served offline.
 
-use std::path::Path;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use config::Config;
 use http::StatusCode;
 use oci::Digest;
 use oci::ImageRef;
 use oci::Registry;
 use outpost_tests::fake::{FakeRegistry, OCI_MANIFEST};
-use outpost_tests::outpost::Client;
+use outpost_tests::outpost::{config_in, Client};
 use outpost_tests::tools::Tool;
 use prefetch::Options;
 use storage::Store;
@@ -49,14 +47,6 @@ fn push(fake: &FakeRegistry, repo: &str, tag: &str) -> (Digest, Vec<Digest>) {
     .to_string();
     let digest = fake.add_manifest(repo, tag, OCI_MANIFEST, manifest);
     (digest, vec![config_digest, layer_digest])
-}
-
-fn config_in(dir: &Path) -> Config {
-    Config {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    }
 }
 
 fn skopeo(args: &[&str]) {

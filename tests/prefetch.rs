@@ -6,7 +6,7 @@ use http::StatusCode;
 use oci::Digest;
 use oci::{ImageRef, Platform, RepoPattern};
 use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_INDEX, OCI_MANIFEST};
-use outpost_tests::outpost::{Client, Outpost};
+use outpost_tests::outpost::{config_in, Client, Outpost};
 use prefetch::{Options, PrefetchError};
 use storage::Store;
 
@@ -44,14 +44,6 @@ fn push_index(fake: &FakeRegistry, repo: &str, tag: &str) -> (Digest, Vec<Pushed
     })
     .to_string();
     (fake.add_manifest(repo, tag, OCI_INDEX, index), children)
-}
-
-fn config_in(dir: &std::path::Path) -> Config {
-    Config {
-        data_dir: dir.to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    }
 }
 
 fn options(images: &[String]) -> Options {
@@ -408,4 +400,55 @@ async fn with_referrers_signatures_come_along_and_verify_offline() {
             assert_eq!(&blob.body, bytes);
         }
     }
+}
+
+/// prefetch is there to keep images for offline use: what the store has no room for fails the
+/// image, naming the limit, and is not downloaded at all (never "done" with nothing kept).
+#[tokio::test]
+async fn what_the_store_has_no_room_for_fails_the_image_and_is_not_downloaded() {
+    let fake = FakeRegistry::start().await;
+    let host = fake.host();
+    let image = push(&fake, "apps/web", "1", 5, 2);
+    let names = [format!("{host}/apps/web:1")];
+
+    // Layers over cache.maxSize: the manifest and the small config are kept, the layers are
+    // refused before any GET.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.cache.max_size = Some(10_000);
+    let report = prefetch::prefetch(config, &options(&names)).await.unwrap();
+    assert!(!report.success(), "{report:?}");
+    let error = report.images[0].error.clone().unwrap();
+    assert!(error.contains("was not stored"), "{error}");
+    assert!(error.contains("cache.maxSize"), "{error}");
+    let gets = blob_gets(&fake);
+    for (layer, _) in &image.layers {
+        assert!(
+            !gets.contains(&layer.to_string()),
+            "{layer} was downloaded though it could not be kept: {gets:?}"
+        );
+    }
+    let store = Store::open(dir.path()).unwrap();
+    for (layer, _) in &image.layers {
+        assert!(store.stat(layer).is_none(), "{layer} stored over the limit");
+    }
+    drop(store);
+
+    // No room on the file system (cache.minFree 100 %): not even the manifest is kept, and the
+    // image fails there.
+    fake.clear_requests();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.cache.min_free = config::Reserve::Percent(100);
+    let report = prefetch::prefetch(config, &options(&names)).await.unwrap();
+    assert!(!report.success(), "{report:?}");
+    let error = report.images[0].error.clone().unwrap();
+    assert!(error.contains("the manifest"), "{error}");
+    assert!(error.contains("cache.minFree"), "{error}");
+    assert!(blob_gets(&fake).is_empty(), "{:?}", blob_gets(&fake));
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.stat(&image.digest).is_none(),
+        "the manifest was stored"
+    );
 }

@@ -22,11 +22,17 @@ pub struct Outpost {
 }
 
 impl Outpost {
-    /// Serves `config` on a free loopback port with a fresh data dir.
+    /// Serves `config` on a free loopback port with a fresh data dir. A `cache.minFree` left at
+    /// its default becomes 0: the temp dir shares its file system with the build, and what a
+    /// test stores must not depend on how full the machine's disk is (the default reserve, up
+    /// to 1 GiB, would pass blobs through unstored on a nearly full CI disk).
     pub async fn start(mut config: Config) -> Outpost {
         let data_dir = tempfile::tempdir().expect("temp dir");
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = data_dir.path().to_owned();
+        if config.cache.min_free == config::Reserve::Default {
+            config.cache.min_free = config::Reserve::Bytes(0);
+        }
         let running = server::start(config).await.expect("outpost starts");
         Outpost { running, data_dir }
     }
@@ -84,6 +90,18 @@ pub fn external_config(host: &str, prefix: &str, credentials: Option<(&str, &str
         }),
         ..Config::default()
     }
+}
+
+/// A configuration with its store in `dir`, for the in-process commands (prefetch, export,
+/// import); no disk reserve, as in [`Outpost::start`].
+pub fn config_in(dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    config.cache.min_free = config::Reserve::Bytes(0);
+    config
 }
 
 /// A whole response.

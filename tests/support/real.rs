@@ -480,6 +480,38 @@ pub struct OutpostOptions {
     pub client: Option<(PathBuf, PathBuf)>,
 }
 
+/// `config_yaml` with `outpost.cache.minFree: 0` unless it sets one: the temp dirs share their
+/// file system with the build, and what a test stores must not depend on how full the machine's
+/// disk is (the default reserve, up to 1 GiB, passes blobs through unstored on a nearly full CI
+/// disk).
+fn no_disk_reserve(config_yaml: &str) -> String {
+    use serde_yaml_ng::{Mapping, Value};
+    fn section<'a>(map: &'a mut Mapping, key: &str) -> &'a mut Mapping {
+        let entry = map
+            .entry(Value::from(key))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if entry.is_null() {
+            *entry = Value::Mapping(Mapping::new());
+        }
+        entry
+            .as_mapping_mut()
+            .unwrap_or_else(|| panic!("the test's configuration: `{key}` is not a mapping"))
+    }
+    let mut document: Value = serde_yaml_ng::from_str(config_yaml)
+        .unwrap_or_else(|e| panic!("the test's configuration is not YAML: {e}\n{config_yaml}"));
+    if document.is_null() {
+        document = Value::Mapping(Mapping::new());
+    }
+    let root = document
+        .as_mapping_mut()
+        .expect("the test's configuration is a mapping");
+    let cache = section(section(root, "outpost"), "cache");
+    if !cache.contains_key("minFree") {
+        cache.insert(Value::from("minFree"), Value::from("0"));
+    }
+    serde_yaml_ng::to_string(&document).expect("YAML out")
+}
+
 /// A running `outpost serve` on 127.0.0.1.
 pub struct Outpost {
     // Fields drop in order: the process is killed before its dir is removed.
@@ -500,7 +532,7 @@ impl Outpost {
     pub fn start_with(config_yaml: &str, options: OutpostOptions) -> Outpost {
         let dir = temp_dir("outpost-e2e-outpost.");
         let config = dir.path().join("config.yaml");
-        write_private(&config, config_yaml);
+        write_private(&config, &no_disk_reserve(config_yaml));
         let data_dir = options
             .data_dir
             .clone()

@@ -83,6 +83,18 @@ async fn serve(config: &Path, data_dir: &Path, port: u16) -> Server {
     server
 }
 
+/// Whether the upstream has sent `at` bytes of blob body (and holds); if not, what it has sent
+/// and what outpost logged (a fill passed through, say).
+fn held(fake: &FakeRegistry, at: u64, server: &Server) -> Result<(), String> {
+    match fake.blob_bytes_sent() {
+        sent if sent == at => Ok(()),
+        sent => Err(format!(
+            "{sent} bytes sent; outpost's log: {}",
+            server.log()
+        )),
+    }
+}
+
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -96,13 +108,16 @@ fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-/// A configuration whose external registry is `fake` under the prefix `p`.
+/// A configuration whose external registry is `fake` under the prefix `p`. `minFree: 0`: the
+/// temp dir shares its file system with the build, and a nearly full disk must not turn the
+/// fill into a pass-through (the default reserve is up to 1 GiB).
 fn write_config(dir: &Path, fake: &FakeRegistry) -> std::path::PathBuf {
     let config = dir.join("outpost.yaml");
     std::fs::write(
         &config,
         format!(
-            "stylus:\n  registryCredentials:\n    domain: {}/p\n    insecure: true\n",
+            "stylus:\n  registryCredentials:\n    domain: {}/p\n    insecure: true\n\
+             outpost:\n  cache:\n    minFree: \"0\"\n",
             fake.host()
         ),
     )
@@ -144,8 +159,8 @@ async fn sigkill_mid_fill_leaves_no_partial_blob() {
     )
     .await
     .expect("the first MiB of the blob");
-    wait_until("the upstream to send 4 MiB and hold", DEADLINE, || {
-        fake.blob_bytes_sent() == held_at
+    wait_for("the upstream to send 4 MiB and hold", DEADLINE, || {
+        held(&fake, held_at, &server)
     })
     .await;
     server.child.kill().unwrap(); // SIGKILL
@@ -221,8 +236,8 @@ async fn sigterm_lets_in_flight_transfers_finish() {
     )
     .await
     .expect("the first MiB of the blob");
-    wait_until("the upstream to send 2 MiB and hold", DEADLINE, || {
-        fake.blob_bytes_sent() == held_at
+    wait_for("the upstream to send 2 MiB and hold", DEADLINE, || {
+        held(&fake, held_at, &server)
     })
     .await;
     let status = Command::new("kill")

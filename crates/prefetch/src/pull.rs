@@ -87,7 +87,16 @@ impl Puller {
                 let response = cache
                     .manifest(source, &target, reference, accept, false)
                     .await?;
-                manifest_of(response, reference).await
+                let unstored = passed_through(&response) && !cache.is_infrastructure(source);
+                let manifest = manifest_of(response, reference).await?;
+                if unstored {
+                    let why = cache
+                        .refuses_room(manifest.bytes.len() as u64)
+                        .unwrap_or_else(|| UNSTORED.to_owned());
+                    let what = format!("the manifest {reference} of {source}");
+                    return Err(ApiError::not_stored(what, &why));
+                }
+                Ok(manifest)
             }
             Puller::Server { app, server } => {
                 let target = server.target(source);
@@ -147,13 +156,23 @@ impl Puller {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<BlobFrom, ApiError> {
         let digest = &descriptor.digest;
+        let not_stored =
+            |why: &str| ApiError::not_stored(format!("blob {digest} of {source}"), why);
+        let mut keeps = false;
         let (response, from) = match self {
             Puller::Local(app) => {
                 let cache = app.cache.as_ref().ok_or_else(no_store)?;
-                let stored = cache.store().stat(digest).await.map_err(ApiError::from)?;
-                if !cache.is_infrastructure(source) && stored.is_some() {
-                    progress(descriptor.size);
-                    return Ok(BlobFrom::Store);
+                keeps = !cache.is_infrastructure(source);
+                if keeps {
+                    let stored = cache.store().stat(digest).await.map_err(ApiError::from)?;
+                    if stored.is_some() {
+                        progress(descriptor.size);
+                        return Ok(BlobFrom::Store);
+                    }
+                    // Not downloaded at all when it could not be kept.
+                    if let Some(why) = cache.refuses_room(descriptor.size) {
+                        return Err(not_stored(&why));
+                    }
                 }
                 let target = translate(&app.config, source);
                 let response = cache.blob(source, &target, digest, None, false).await?;
@@ -166,7 +185,11 @@ impl Puller {
                 (response, BlobFrom::Server)
             }
         };
+        let unstored = keeps && passed_through(&response);
         let received = drain(response, digest, progress).await?;
+        if unstored {
+            return Err(not_stored(UNSTORED));
+        }
         if received != descriptor.size {
             return Err(ApiError::bad_gateway(format!(
                 "blob {digest} of {source} has {received} bytes, its manifest says {}; nothing \
@@ -176,6 +199,18 @@ impl Puller {
         }
         Ok(from)
     }
+}
+
+/// Why something was passed through unstored, when the room it needed is there again by the
+/// time it is asked (another download finished, or the store failed to write it).
+const UNSTORED: &str = "the store passed it through unstored (outpost's log says why)";
+
+/// Whether the cache passed `response` through without storing it.
+fn passed_through(response: &Response<Body>) -> bool {
+    response
+        .extensions()
+        .get::<server::Outcome>()
+        .is_some_and(|outcome| outcome.cache == Some("pass-through"))
 }
 
 /// A local puller is built only with a store; this is the error if it had none.

@@ -578,6 +578,12 @@ impl Cache {
         }
     }
 
+    /// Why a blob or manifest of `size` bytes would not be stored now (`cache.maxSize`,
+    /// `cache.minFree`); `None` when it fits.
+    pub fn refuses_room(&self, size: u64) -> Option<String> {
+        self.room().refuses(Some(size), &*self.store)
+    }
+
     /// The room fills may use: `cache.maxSize` and `cache.minFree`.
     fn room(&self) -> Room {
         Room {

@@ -152,6 +152,19 @@ impl ApiError {
         )
     }
 
+    /// `what` (a blob, a manifest) was fetched but not kept, for want of room (`why`): for
+    /// `outpost prefetch`, whose whole point is keeping it.
+    pub fn not_stored(what: impl std::fmt::Display, why: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "UNKNOWN",
+            format!(
+                "{what} was not stored: {why} (raise the limit, or free space on the data dir's \
+                 file system)"
+            ),
+        )
+    }
+
     /// A fill's task ended without saying how (it panicked or was cancelled).
     pub fn download_vanished() -> ApiError {
         ApiError::bad_gateway("the blob download ended unexpectedly")
