@@ -10,11 +10,7 @@ mod commands;
 mod compose_wiring;
 mod memory;
 
-#[global_allocator]
-static ALLOCATOR: memory::Split = memory::Split;
-
 fn main() -> std::process::ExitCode {
-    memory::start_small_allocator();
     memory::limit_malloc_arenas();
     raise_open_files_limit();
     cli::main()
