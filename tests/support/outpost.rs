@@ -30,9 +30,7 @@ impl Outpost {
         let data_dir = tempfile::tempdir().expect("temp dir");
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.data_dir = data_dir.path().to_owned();
-        if config.cache.min_free == config::Reserve::Default {
-            config.cache.min_free = config::Reserve::Bytes(0);
-        }
+        no_disk_reserve(&mut config);
         let running = server::start(config).await.expect("outpost starts");
         Outpost { running, data_dir }
     }
@@ -100,8 +98,15 @@ pub fn config_in(dir: &std::path::Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     };
-    config.cache.min_free = config::Reserve::Bytes(0);
+    no_disk_reserve(&mut config);
     config
+}
+
+/// A `cache.minFree` left at its default becomes 0 (see [`Outpost::start`]).
+fn no_disk_reserve(config: &mut Config) {
+    if config.cache.min_free == config::Reserve::Default {
+        config.cache.min_free = config::Reserve::Bytes(0);
+    }
 }
 
 /// A whole response.

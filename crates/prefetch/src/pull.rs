@@ -87,7 +87,7 @@ impl Puller {
                 let response = cache
                     .manifest(source, &target, reference, accept, false)
                     .await?;
-                let unstored = passed_through(&response) && !cache.is_infrastructure(source);
+                let unstored = self.stores(source) && server::passed_through(&response);
                 let manifest = manifest_of(response, reference).await?;
                 if unstored {
                     let why = cache
@@ -158,11 +158,10 @@ impl Puller {
         let digest = &descriptor.digest;
         let not_stored =
             |why: &str| ApiError::not_stored(format!("blob {digest} of {source}"), why);
-        let mut keeps = false;
+        let keeps = self.stores(source);
         let (response, from) = match self {
             Puller::Local(app) => {
                 let cache = app.cache.as_ref().ok_or_else(no_store)?;
-                keeps = !cache.is_infrastructure(source);
                 if keeps {
                     let stored = cache.store().stat(digest).await.map_err(ApiError::from)?;
                     if stored.is_some() {
@@ -185,7 +184,7 @@ impl Puller {
                 (response, BlobFrom::Server)
             }
         };
-        let unstored = keeps && passed_through(&response);
+        let unstored = keeps && server::passed_through(&response);
         let received = drain(response, digest, progress).await?;
         if unstored {
             return Err(not_stored(UNSTORED));
@@ -204,14 +203,6 @@ impl Puller {
 /// Why something was passed through unstored, when the room it needed is there again by the
 /// time it is asked (another download finished, or the store failed to write it).
 const UNSTORED: &str = "the store passed it through unstored (outpost's log says why)";
-
-/// Whether the cache passed `response` through without storing it.
-fn passed_through(response: &Response<Body>) -> bool {
-    response
-        .extensions()
-        .get::<server::Outcome>()
-        .is_some_and(|outcome| outcome.cache == Some("pass-through"))
-}
 
 /// A local puller is built only with a store; this is the error if it had none.
 fn no_store() -> ApiError {

@@ -58,7 +58,7 @@ pub use error::ApiError;
 pub use manifest::Manifest;
 pub use metrics::{config_refused, Metrics};
 pub use origin::{fetch_manifest, fetch_referrers, pass_blob, read_limited};
-pub use response::{Outcome, DOCKER_CONTENT_DIGEST};
+pub use response::{passed_through, DOCKER_CONTENT_DIGEST};
 pub use serve::{start, start_listening, Running, ServeError, SHUTDOWN_GRACE};
 pub use tier::shared_settings;
 

@@ -34,6 +34,14 @@ pub fn mark(mut response: Response<Body>, cache: &'static str) -> Response<Body>
     response
 }
 
+/// Whether the cache passed `response` through without storing it (marked `pass-through`).
+pub fn passed_through(response: &Response<Body>) -> bool {
+    response
+        .extensions()
+        .get::<Outcome>()
+        .is_some_and(|outcome| outcome.cache == Some("pass-through"))
+}
+
 /// A response with `status` and `body` (empty for HEAD), `Content-Length` set when known.
 fn response(status: StatusCode, length: Option<u64>, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
