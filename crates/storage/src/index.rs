@@ -1,7 +1,9 @@
 //! The sled index: its trees, key and value encodings (drawn in the crate docs) and the schema
 //! version check. Nothing here touches blob files.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oci::{Digest, MediaType};
@@ -153,12 +155,32 @@ pub(crate) struct Index {
     db: sled::Db,
     blobs: sled::Tree,
     tags: sled::Tree,
+    /// The `tags` tree's decodable entries, in memory: a manifest by tag is answered without
+    /// descending sled's B-tree, whose pages its small, sharded cache keeps evicting when the
+    /// tags asked for are many and random. Written through, under the write lock (sled first,
+    /// so both always agree); loaded when the index opens.
+    tag_mirror: RwLock<HashMap<Box<[u8]>, TagEntry>>,
     repositories: sled::Tree,
 }
 
 impl Index {
-    /// Opens (or creates) the database in `dir` and checks or writes the schema version.
+    /// Opens (or creates) the database in `dir`, checks or writes the schema version, and
+    /// loads the tags into memory.
     pub(crate) fn open(dir: &Path) -> Result<Index, StoreError> {
+        let index = Index::open_trees(dir)?;
+        let mut mirror = HashMap::new();
+        for item in index.tags.iter() {
+            let (key, value) = item.map_err(|e| index.err(e))?;
+            // An entry that does not decode is left to the reconcile, which drops it.
+            if let Some(entry) = split_tag_key(&key).and_then(|_| TagEntry::decode(&value)) {
+                mirror.insert(Box::from(&key[..]), entry);
+            }
+        }
+        *index.mirror_mut() = mirror;
+        Ok(index)
+    }
+
+    fn open_trees(dir: &Path) -> Result<Index, StoreError> {
         let index_error = |source| StoreError::Index {
             dir: dir.to_path_buf(),
             source,
@@ -190,6 +212,7 @@ impl Index {
             db,
             blobs,
             tags,
+            tag_mirror: RwLock::default(),
             repositories,
         })
     }
@@ -251,37 +274,42 @@ impl Index {
         self.blobs.apply_batch(batch).map_err(|e| self.err(e))
     }
 
+    fn mirror_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<[u8]>, TagEntry>> {
+        // Nothing panics while holding the lock; a poisoned one holds a consistent map.
+        self.tag_mirror
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn put_tag(
         &self,
         repo: &str,
         tag: &str,
         entry: &TagEntry,
     ) -> Result<(), StoreError> {
+        let key = tag_key(repo, tag);
+        let mut mirror = self.mirror_mut();
         self.tags
-            .insert(tag_key(repo, tag), entry.encode())
+            .insert(&key, entry.encode())
             .map_err(|e| self.err(e))?;
+        mirror.insert(key.into_boxed_slice(), entry.clone());
         Ok(())
     }
 
     pub(crate) fn tag(&self, repo: &str, tag: &str) -> Result<Option<TagEntry>, StoreError> {
         let key = tag_key(repo, tag);
-        match self.tags.get(&key).map_err(|e| self.err(e))? {
-            None => Ok(None),
-            Some(v) => TagEntry::decode(&v)
-                .map(Some)
-                .ok_or_else(|| StoreError::CorruptRecord {
-                    tree: TAGS_TREE,
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    reason: "value is not `secs | nanos | digest`",
-                }),
-        }
+        let mirror = self
+            .tag_mirror
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(mirror.get(&key[..]).cloned())
     }
 
     pub(crate) fn remove_tag(&self, repo: &str, tag: &str) -> Result<bool, StoreError> {
-        let old = self
-            .tags
-            .remove(tag_key(repo, tag))
-            .map_err(|e| self.err(e))?;
+        let key = tag_key(repo, tag);
+        let mut mirror = self.mirror_mut();
+        let old = self.tags.remove(&key).map_err(|e| self.err(e))?;
+        mirror.remove(&key[..]);
         Ok(old.is_some())
     }
 
@@ -320,7 +348,12 @@ impl Index {
         for key in keys {
             batch.remove(key.clone());
         }
-        self.tags.apply_batch(batch).map_err(|e| self.err(e))
+        let mut mirror = self.mirror_mut();
+        self.tags.apply_batch(batch).map_err(|e| self.err(e))?;
+        for key in keys {
+            mirror.remove(&key[..]);
+        }
+        Ok(())
     }
 
     pub(crate) fn note_repository(&self, repo: &str) -> Result<(), StoreError> {
@@ -348,8 +381,11 @@ impl Index {
     pub(crate) fn reopen(self) -> Result<Index, StoreError> {
         self.flush()?;
         let dir = self.dir.clone();
+        let mirror = std::mem::take(&mut *self.mirror_mut());
         drop(self);
-        Index::open(&dir)
+        let index = Index::open_trees(&dir)?;
+        *index.mirror_mut() = mirror;
+        Ok(index)
     }
 
     /// Makes everything written so far durable.
@@ -408,5 +444,85 @@ mod tests {
         assert!(check_key("tag", "a\0b").is_err());
         assert!(check_key("repository", "").is_err());
         assert!(check_key("repository", "library/alpine").is_ok());
+    }
+
+    fn entry(n: u8) -> TagEntry {
+        TagEntry {
+            digest: Digest::compute(Algorithm::Sha256, &[n]),
+            checked_at: UNIX_EPOCH + Duration::new(1_700_000_000 + u64::from(n), 0),
+        }
+    }
+
+    /// What sled itself holds for `repo:tag`, bypassing the mirror.
+    fn in_sled(index: &Index, repo: &str, tag: &str) -> Option<TagEntry> {
+        let value = index.tags.get(tag_key(repo, tag)).unwrap()?;
+        TagEntry::decode(&value)
+    }
+
+    #[test]
+    fn tags_in_memory_agree_with_sled_through_writes_removals_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        index.put_tag("a", "1", &entry(1)).unwrap();
+        index.put_tag("a", "2", &entry(2)).unwrap();
+        index.put_tag("b", "1", &entry(3)).unwrap();
+        index.put_tag("a", "1", &entry(4)).unwrap(); // moved
+        assert!(index.remove_tag("a", "2").unwrap());
+        assert!(!index.remove_tag("a", "2").unwrap(), "already gone");
+        let expected = [
+            ("a", "1", Some(entry(4))),
+            ("a", "2", None),
+            ("b", "1", Some(entry(3))),
+        ];
+        for (repo, tag, want) in &expected {
+            assert_eq!(
+                &index.tag(repo, tag).unwrap(),
+                want,
+                "{repo}:{tag} in memory"
+            );
+            assert_eq!(&in_sled(&index, repo, tag), want, "{repo}:{tag} in sled");
+        }
+
+        // Loaded again from sled: after a reopen (the mirror carried over) and a fresh open.
+        let index = index.reopen().unwrap();
+        for (repo, tag, want) in &expected {
+            assert_eq!(
+                &index.tag(repo, tag).unwrap(),
+                want,
+                "{repo}:{tag} after reopen"
+            );
+        }
+        index.remove_tag_keys(&[tag_key("b", "1").into()]).unwrap();
+        index.flush().unwrap();
+        drop(index);
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.tag("a", "1").unwrap(), Some(entry(4)));
+        assert_eq!(index.tag("b", "1").unwrap(), None, "removed in a batch");
+        assert_eq!(in_sled(&index, "b", "1"), None);
+    }
+
+    #[test]
+    fn a_tag_record_that_does_not_decode_reads_as_absent_and_is_left_to_the_reconcile() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        index.put_tag("a", "good", &entry(1)).unwrap();
+        index
+            .tags
+            .insert(tag_key("a", "bad"), &b"short"[..])
+            .unwrap();
+        index.flush().unwrap();
+        drop(index);
+        let index = Index::open(dir.path()).unwrap();
+        assert_eq!(index.tag("a", "good").unwrap(), Some(entry(1)));
+        assert_eq!(
+            index.tag("a", "bad").unwrap(),
+            None,
+            "a miss: fetched again"
+        );
+        let all = index.all_tags().unwrap();
+        assert_eq!(all.len(), 2, "the reconcile still sees it, to drop it");
+        assert!(all
+            .iter()
+            .any(|(key, e)| key[..] == tag_key("a", "bad")[..] && e.is_none()));
     }
 }
