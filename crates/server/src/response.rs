@@ -56,7 +56,13 @@ fn response(status: StatusCode, length: Option<u64>, body: Body) -> Response<Bod
 
 fn digest_value(digest: &Digest) -> HeaderValue {
     // `<alg>:<hex>`: always a valid header value.
-    HeaderValue::from_str(&digest.to_string()).unwrap_or(HeaderValue::from_static(""))
+    owned_value(digest.to_string())
+}
+
+/// A header value made from `text` without copying it (one allocation per header on a hit
+/// path where there are dozens); empty if `text` is not a valid value, which callers rule out.
+fn owned_value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// A JSON body.
@@ -84,9 +90,7 @@ pub fn manifest(m: &Manifest, head: bool) -> Response<Body> {
         headers.insert(header::CONTENT_TYPE, value);
     }
     headers.insert(DOCKER_CONTENT_DIGEST, digest_value(&m.digest));
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", m.digest)) {
-        headers.insert(header::ETAG, etag);
-    }
+    headers.insert(header::ETAG, owned_value(format!("\"{}\"", m.digest)));
     r
 }
 
@@ -244,6 +248,24 @@ mod tests {
         assert_eq!(range("bytes=4-2", 10), ByteRange::Full);
         assert_eq!(range("bytes=x-2", 10), ByteRange::Full);
         assert_eq!(range(" bytes=1-2 ", 10), ByteRange::Part(1, 3));
+    }
+
+    #[test]
+    fn manifest_responses_name_their_type_digest_and_length() {
+        let bytes = bytes::Bytes::from_static(br#"{"schemaVersion":2}"#);
+        let m = Manifest {
+            digest: Digest::compute(oci::Algorithm::Sha256, &bytes),
+            media_type: oci::MediaType::oci_manifest(),
+            bytes: bytes.clone(),
+        };
+        for head in [false, true] {
+            let r = manifest(&m, head);
+            let h = r.headers();
+            assert_eq!(h[header::CONTENT_TYPE], oci::OCI_MANIFEST);
+            assert_eq!(h[DOCKER_CONTENT_DIGEST], m.digest.to_string().as_str());
+            assert_eq!(h[header::ETAG], format!("\"{}\"", m.digest).as_str());
+            assert_eq!(h[header::CONTENT_LENGTH], bytes.len().to_string().as_str());
+        }
     }
 
     #[test]
