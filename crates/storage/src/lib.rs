@@ -70,7 +70,7 @@
 //!   never interleave. Reads touch no disk besides opening the blob file (none at all for a
 //!   manifest read again: small blobs read whole stay in memory, `resident.rs`): access times are
 //!   exact in memory and batched to the index by [`Store::flush_access`] (periodically by the
-//!   proxy, and by gc: those that entered a new minute) and on close (all).
+//!   proxy, and by gc: those that entered a new hour) and on close (all).
 //! - The `tags` tree is mirrored in memory (`index.rs`; ~200 bytes a tag, 10 000 in ~2 MiB),
 //!   written through under one lock, sled first: a manifest by tag costs no sled lookup.
 //! - While a [`Lease`] for a digest lives (every [`Blob`] and [`Ingest`] holds one), gc does not

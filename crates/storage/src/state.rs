@@ -12,10 +12,17 @@ use crate::index::BlobRecord;
 use crate::resident::Resident;
 
 /// Last-access times are exact in memory (eviction's order while running) and saved to the
-/// index every flush when they entered a new minute, and all on close: a blob read thousands
-/// of times a second costs the index one write a minute, the order survives a clean restart
-/// exactly and a crash to the minute.
-pub(crate) const ACCESS_SAVED_PER_MS: u64 = 60_000;
+/// index every flush when they entered a new hour, and all on close: a blob read thousands
+/// of times a second costs the index one write an hour, the order survives a clean restart
+/// exactly and a crash to the hour. (Saved per minute, random reads among 10 000 manifests
+/// rewrote 10 000 index records a minute: sled's memory grew by ~50 MiB under that load and
+/// every hit was a fifth slower. BENCHMARKS.md, issue 18.)
+pub(crate) const ACCESS_SAVED_PER_MS: u64 = 3_600_000;
+
+/// Whether a read at `now_ms` of a blob last read at `last_ms` is saved at the next flush.
+fn saves_access(last_ms: u64, now_ms: u64) -> bool {
+    now_ms / ACCESS_SAVED_PER_MS != last_ms / ACCESS_SAVED_PER_MS
+}
 
 /// What the store knows about one stored blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +190,7 @@ pub(crate) struct State {
     pub(crate) blobs: BlobMap,
     /// Live [`Lease`]s per digest (open `Blob`s and `Ingest`s).
     pub(crate) leases: HashMap<Digest, usize>,
-    /// Digests whose `last_access_ms` entered a new minute since the last
+    /// Digests whose `last_access_ms` entered a new hour since the last
     /// [`Store::flush_access`].
     pub(crate) dirty: HashSet<Digest>,
     pub(crate) usage: Usage,
@@ -210,15 +217,15 @@ impl State {
     }
 
     /// Records a read of the blob `digest` (its access time; saved when it entered a new
-    /// minute) and gives its info; `None` if it is not stored.
+    /// hour) and gives its info; `None` if it is not stored.
     pub(crate) fn touch(&mut self, digest: &Digest) -> Option<BlobInfo> {
         let stamp = self.stamp();
         let entry = self.blobs.get_mut(digest)?;
-        let new_minute = stamp / ACCESS_SAVED_PER_MS != entry.last_access_ms / ACCESS_SAVED_PER_MS;
+        let save = saves_access(entry.last_access_ms, stamp);
         entry.last_access_ms = stamp;
         entry.access_unsaved = true;
         let info = entry.info(digest);
-        if new_minute {
+        if save {
             self.dirty.insert(digest.clone());
         }
         Some(info)
@@ -253,9 +260,8 @@ impl State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn forgetting_a_blob_drops_its_resident_copy() {
-        let mut state = State {
+    fn empty_state() -> State {
+        State {
             blobs: BlobMap::default(),
             leases: HashMap::new(),
             dirty: HashSet::new(),
@@ -263,7 +269,12 @@ mod tests {
             clock_ms: 0,
             repositories: BTreeSet::new(),
             resident: Resident::new(1 << 20, 1 << 10),
-        };
+        }
+    }
+
+    #[test]
+    fn forgetting_a_blob_drops_its_resident_copy() {
+        let mut state = empty_state();
         let digest = Digest::compute(Algorithm::Sha256, b"{}");
         state.insert(&digest, 2, None, 1);
         state
@@ -273,6 +284,37 @@ mod tests {
         state.forget(&digest).unwrap();
         assert_eq!(state.resident.get(&Key::of(&digest)), None);
         assert_eq!(state.usage, Usage::default());
+    }
+
+    #[test]
+    fn an_access_time_is_saved_once_an_hour_however_often_the_blob_is_read() {
+        const HOUR: u64 = 3_600_000;
+        let t = 1_700_000_000_000 / HOUR * HOUR; // the start of an hour
+        assert!(!saves_access(t + 1, t + 60_000), "a minute later");
+        assert!(!saves_access(t + 1, t + HOUR - 1), "within the hour");
+        assert!(saves_access(t + HOUR - 1, t + HOUR), "the next hour");
+        assert!(saves_access(t, t + 5 * HOUR));
+
+        let mut state = empty_state();
+        let digest = Digest::compute(Algorithm::Sha256, b"{}");
+        state.insert(&digest, 2, None, 1); // last read in 1970
+        state.touch(&digest).unwrap();
+        assert!(
+            state.dirty.contains(&digest),
+            "a read in a new hour is saved"
+        );
+        state.dirty.clear(); // what a flush does
+        let read_at = state.blobs.get(&digest).unwrap().last_access_ms;
+        for _ in 0..1000 {
+            state.touch(&digest).unwrap();
+        }
+        let last = state.blobs.get(&digest).unwrap().last_access_ms;
+        assert!(last > read_at, "every read is recorded in memory");
+        assert_eq!(
+            state.dirty.contains(&digest),
+            saves_access(read_at, last),
+            "1000 more reads in the same hour are not saved again"
+        );
     }
 
     #[test]

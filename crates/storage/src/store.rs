@@ -49,7 +49,7 @@ impl Inner {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Saves the access times that entered a new minute ([`State::dirty`]); with `all`, every
+    /// Saves the access times that entered a new hour ([`State::dirty`]); with `all`, every
     /// one not saved yet.
     fn flush_access(&self, all: bool) -> Result<(), StoreError> {
         let mut state = self.state();
@@ -253,7 +253,7 @@ impl Store {
         self.inner.state().usage
     }
 
-    /// Writes the access times that entered a new minute since the last flush to the index, in
+    /// Writes the access times that entered a new hour since the last flush to the index, in
     /// one batch (`ACCESS_SAVED_PER_MS` in `state.rs`). Call it periodically; closing the store
     /// saves every access time not saved yet.
     pub fn flush_access(&self) -> Result<(), StoreError> {
