@@ -140,11 +140,7 @@ async fn provider_first_then_infrastructure_images_then_the_rest() {
         assert!(store.stat(digest).is_none(), "{digest} stored");
     }
     assert_eq!(
-        store
-            .tag(&format!("{host}/apps/web"), "1")
-            .unwrap()
-            .unwrap()
-            .digest,
+        store.tag(&format!("{host}/apps/web"), "1").unwrap().digest,
         web.digest
     );
     assert_eq!(report.images[2].digest.as_ref(), Some(&web.digest));

@@ -94,7 +94,7 @@ pub fn export(
         let digest = match &image.reference {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(tag) => store
-                .tag(&image.repository_key(), tag.as_str())?
+                .tag(&image.repository_key(), tag.as_str())
                 .map(|entry| entry.digest)
                 .ok_or_else(|| ArchiveError::NotStored {
                     image: name.clone(),
@@ -215,7 +215,7 @@ fn stored_referrers(
     repository: &str,
     subject: &Digest,
 ) -> Result<Vec<Referrer>, ArchiveError> {
-    let Some(entry) = store.referrers(repository, subject)? else {
+    let Some(entry) = store.referrers(repository, subject) else {
         return Ok(Vec::new());
     };
     let Some(index) = read_stored(store, &entry.digest)? else {

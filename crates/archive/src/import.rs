@@ -268,7 +268,7 @@ pub fn import(
     // 5. Each subject's referrers index: the imported referrers, with those already recorded.
     for ((repo, subject), mut descriptors) in referrers {
         report.referrers += descriptors.len();
-        if let Some(known) = store.referrers(&repo, &subject)? {
+        if let Some(known) = store.referrers(&repo, &subject) {
             let known = read_stored(store, &known.digest)?
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
             let known = known

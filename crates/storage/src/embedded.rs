@@ -247,7 +247,7 @@ impl ContentStore for Embedded {
         repository: &'a str,
         tag: &'a str,
     ) -> BoxFuture<'a, Result<Option<TagEntry>, StoreError>> {
-        ready(self.store.tag(repository, tag))
+        ready(Ok(self.store.tag(repository, tag)))
     }
 
     fn put_tag<'a>(
@@ -269,7 +269,7 @@ impl ContentStore for Embedded {
         repository: &'a str,
         subject: &'a Digest,
     ) -> BoxFuture<'a, Result<Option<TagEntry>, StoreError>> {
-        ready(self.store.referrers(repository, subject))
+        ready(Ok(self.store.referrers(repository, subject)))
     }
 
     fn put_referrers<'a>(

@@ -96,17 +96,6 @@ pub enum StoreError {
         action: String,
         reason: String,
     },
-
-    /// An index record could not be decoded.
-    #[error(
-        "index record {key:?} in tree `{tree}` is malformed ({reason}); stop outpost and move \
-         the index dir away to rebuild it from the blob files"
-    )]
-    CorruptRecord {
-        tree: &'static str,
-        key: String,
-        reason: &'static str,
-    },
 }
 
 impl StoreError {

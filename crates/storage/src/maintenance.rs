@@ -215,7 +215,7 @@ impl Store {
         let mut dropped = Vec::new();
         for repo in self.repositories() {
             for tag in self.tags(&repo)? {
-                if let Some(entry) = self.tag(&repo, &tag)? {
+                if let Some(entry) = self.tag(&repo, &tag) {
                     if digests.contains(&entry.digest) && self.remove_tag(&repo, &tag)? {
                         dropped.push((repo.clone(), tag));
                     }

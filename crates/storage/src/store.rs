@@ -280,9 +280,9 @@ impl Store {
     }
 
     /// What `repo:tag` points at, if known.
-    pub fn tag(&self, repo: &str, tag: &str) -> Result<Option<TagEntry>, StoreError> {
+    pub fn tag(&self, repo: &str, tag: &str) -> Option<TagEntry> {
         if check_key("repository", repo).is_err() || check_key("tag", tag).is_err() {
-            return Ok(None);
+            return None;
         }
         self.inner.index.tag(repo, tag)
     }
@@ -299,7 +299,7 @@ impl Store {
 
     /// The stored referrers index of `subject` in `repo` (a blob), and when the upstream last
     /// gave it.
-    pub fn referrers(&self, repo: &str, subject: &Digest) -> Result<Option<TagEntry>, StoreError> {
+    pub fn referrers(&self, repo: &str, subject: &Digest) -> Option<TagEntry> {
         self.tag(repo, &referrers_key(subject))
     }
 

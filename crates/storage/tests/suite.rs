@@ -498,7 +498,7 @@ fn reconcile_handles_ten_thousand_blobs(open: Open) {
     assert_eq!((report.dropped_entries, report.reindexed_files), (0, 0));
     assert_eq!(store.usage().blobs, (N - 100 + 50) as u64);
     assert_eq!(
-        store.tag("library/app", "v1").unwrap().map(|t| t.digest),
+        store.tag("library/app", "v1").map(|t| t.digest),
         Some(digests[N - 1].clone())
     );
 }
@@ -607,7 +607,7 @@ fn tags_and_repositories(open: Open) {
         assert!(store.put_tag("", "latest", &digest, checked_at).is_err());
     }
     let store = open(dir.path()).unwrap();
-    let entry = store.tag("library/alpine", "latest").unwrap().unwrap();
+    let entry = store.tag("library/alpine", "latest").unwrap();
     assert_eq!(
         (entry.digest, entry.checked_at),
         (digest.clone(), checked_at)
@@ -630,17 +630,13 @@ fn tags_and_repositories(open: Open) {
         .put_tag("library/alpine", "latest", &digest, later)
         .unwrap();
     assert_eq!(
-        store
-            .tag("library/alpine", "latest")
-            .unwrap()
-            .unwrap()
-            .checked_at,
+        store.tag("library/alpine", "latest").unwrap().checked_at,
         later
     );
 
     assert!(store.remove_tag("library/alpine", "edge").unwrap());
     assert!(!store.remove_tag("library/alpine", "edge").unwrap());
-    assert_eq!(store.tag("library/alpine", "edge").unwrap(), None);
+    assert_eq!(store.tag("library/alpine", "edge"), None);
     assert_eq!(
         store.tags("library/alpine").unwrap(),
         vec!["3.20", "latest"]
@@ -651,7 +647,7 @@ fn tags_and_repositories(open: Open) {
     assert_eq!(report.removed.len(), 1);
     assert_eq!(report.removed_tags.len(), 4);
     assert_eq!(store.tags("library/alpine").unwrap(), Vec::<String>::new());
-    assert_eq!(store.tag("a", "b").unwrap(), None);
+    assert_eq!(store.tag("a", "b"), None);
 }
 
 fn verify_finds_and_repairs_corrupt_blobs(open: Open) {
