@@ -90,6 +90,10 @@ mod conformance {
         conformance(checks::put_checks_the_digest_and_keeps_the_media_type)
     }
     #[test]
+    fn read_manifest_reads_only_blobs_stored_with_a_media_type() {
+        conformance(checks::read_manifest_reads_only_blobs_stored_with_a_media_type)
+    }
+    #[test]
     fn a_written_blob_reads_back_whole_and_in_ranges() {
         conformance(checks::a_written_blob_reads_back_whole_and_in_ranges)
     }

@@ -348,14 +348,8 @@ impl Cache {
     /// A stored manifest, `None` when it is not stored or its media type is unknown (a blob
     /// re-indexed from a bare file at startup: fetched again).
     async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, ApiError> {
-        let Some(info) = self.store.stat(digest).await? else {
-            return Ok(None);
-        };
-        if info.media_type.is_none() {
-            return Ok(None);
-        }
         let limit = oci::MAX_MANIFEST_BYTES as u64;
-        let Some((info, bytes)) = self.store.read_all(digest, limit).await? else {
+        let Some((info, bytes)) = self.store.read_manifest(digest, limit).await? else {
             return Ok(None);
         };
         Ok(info.media_type.map(|media_type| Manifest {

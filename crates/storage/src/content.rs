@@ -104,6 +104,24 @@ pub trait ContentStore: Send + Sync + 'static {
         limit: u64,
     ) -> BoxFuture<'a, Result<Option<(BlobInfo, Bytes)>, StoreError>>;
 
+    /// A stored manifest whole: [`ContentStore::read_all`] of a blob stored with a media type.
+    /// `None` when it is not stored, or stored without one (a layer, a config): such a blob is
+    /// not read, so a manifest GET by a layer's digest costs no read of the layer.
+    fn read_manifest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Option<(BlobInfo, Bytes)>, StoreError>> {
+        Box::pin(async move {
+            match self.stat(digest).await? {
+                Some(info) if info.media_type.is_some() => {}
+                _ => return Ok(None),
+            }
+            let read = self.read_all(digest, limit).await?;
+            Ok(read.filter(|(info, _)| info.media_type.is_some()))
+        })
+    }
+
     /// Stores a small blob given whole, after checking it against `digest` (also when it is
     /// already stored). A known media type is kept; an unknown one is filled in.
     fn put<'a>(

@@ -28,7 +28,7 @@ use crate::content::{
     VerifiedWrite,
 };
 use crate::offload::{offload, Lost};
-use crate::{BlobInfo, GcReport, Ingest, Store, StoreError, TagEntry, Usage};
+use crate::{BlobInfo, GcReport, Ingest, ManifestRead, Store, StoreError, TagEntry, Usage};
 
 /// Followers are told of progress at most once per this many bytes written.
 const PUBLISH_EVERY: usize = 1 << 20;
@@ -141,6 +141,24 @@ impl ContentStore for Embedded {
             store.keep_resident(&info.digest, bytes.clone());
             Ok(Some((info, bytes)))
         }))
+    }
+
+    fn read_manifest<'a>(
+        &'a self,
+        digest: &'a Digest,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<Option<(BlobInfo, Bytes)>, StoreError>> {
+        // A manifest by tag, read again and again: one look at the maps when it is in memory.
+        match self.store.read_resident_manifest(digest) {
+            ManifestRead::Found(info, bytes) => {
+                ready(check_limit(digest, info.size, limit).map(|()| Some((info, bytes))))
+            }
+            ManifestRead::Untyped | ManifestRead::Absent => ready(Ok(None)),
+            ManifestRead::NotInMemory => Box::pin(async move {
+                let read = self.read_all(digest, limit).await?;
+                Ok(read.filter(|(info, _)| info.media_type.is_some()))
+            }),
+        }
     }
 
     fn put<'a>(

@@ -104,4 +104,4 @@ pub use maintenance::{CorruptBlob, GcReport, Problem, VerifyReport};
 pub use offload::Lost;
 pub use reconcile::ReconcileReport;
 pub use state::{BlobInfo, Usage};
-pub use store::{Blob, Lease, Store};
+pub use store::{Blob, Lease, ManifestRead, Store};

@@ -106,6 +106,19 @@ fn create_dir(path: &Path) -> Result<(), StoreError> {
     fs::create_dir_all(path).map_err(|e| StoreError::io("create directory", path, e))
 }
 
+/// What [`Store::read_resident_manifest`] found.
+#[derive(Debug)]
+pub enum ManifestRead {
+    /// The manifest, from memory (its read recorded).
+    Found(BlobInfo, Bytes),
+    /// Stored with a media type, not held in memory: read its file.
+    NotInMemory,
+    /// Stored without a media type: not a manifest.
+    Untyped,
+    /// Not stored.
+    Absent,
+}
+
 impl Store {
     /// Opens the store in `dir`, creating the tree if needed, taking the data dir lock, checking
     /// the index schema version and reconciling files with the index (see the crate docs).
@@ -219,6 +232,25 @@ impl Store {
         let bytes = state.resident.get(&Key::of(digest))?;
         let info = state.touch(digest)?;
         Some((info, bytes))
+    }
+
+    /// [`Store::read_resident`] of a manifest (a blob stored with a media type), in one look
+    /// at the maps: a blob stored without a media type is [`ManifestRead::Untyped`], and is not
+    /// marked as read.
+    pub fn read_resident_manifest(&self, digest: &Digest) -> ManifestRead {
+        let mut state = self.inner.state();
+        match state.blobs.get(digest) {
+            None => return ManifestRead::Absent,
+            Some(entry) if entry.media_type.is_none() => return ManifestRead::Untyped,
+            Some(_) => {}
+        }
+        let Some(bytes) = state.resident.get(&Key::of(digest)) else {
+            return ManifestRead::NotInMemory;
+        };
+        match state.touch(digest) {
+            Some(info) => ManifestRead::Found(info, bytes),
+            None => ManifestRead::Absent,
+        }
     }
 
     /// Keeps in memory a copy of the stored blob `digest` just read whole (`bytes`, read from

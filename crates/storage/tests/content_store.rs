@@ -48,6 +48,10 @@ macro_rules! content_store_suite {
                 run(checks::put_checks_the_digest_and_keeps_the_media_type)
             }
             #[test]
+            fn read_manifest_reads_only_blobs_stored_with_a_media_type() {
+                run(checks::read_manifest_reads_only_blobs_stored_with_a_media_type)
+            }
+            #[test]
             fn a_written_blob_reads_back_whole_and_in_ranges() {
                 run(checks::a_written_blob_reads_back_whole_and_in_ranges)
             }
@@ -134,4 +138,29 @@ fn manifests_read_whole_are_served_from_memory_while_stored() {
     assert!(block_on(store.read_all(&digest, 1 << 20))
         .unwrap()
         .is_none());
+}
+
+/// A manifest GET by a layer's digest reads nothing: `read_manifest` of a blob stored without
+/// a media type does not read it, so no copy of it is kept in memory (its file, overwritten
+/// here behind the store's back, is what `read_all` then finds).
+#[test]
+fn read_manifest_leaves_a_layer_unread() {
+    use futures_executor::block_on;
+    let dir = tempfile::tempdir().unwrap();
+    let store = embedded(dir.path());
+    let layer = bytes::Bytes::from(checks::content(3000, 5));
+    let digest = checks::digest(&layer);
+    block_on(store.put(&digest, layer.clone(), None)).unwrap();
+    assert!(block_on(store.read_manifest(&digest, 1 << 20))
+        .unwrap()
+        .is_none());
+    let hex = digest.hex();
+    let path = dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
+    std::fs::write(&path, vec![0u8; layer.len()]).unwrap();
+    let (_, read) = block_on(store.read_all(&digest, 1 << 20)).unwrap().unwrap();
+    assert_eq!(
+        read,
+        vec![0u8; layer.len()],
+        "read from the file, not memory"
+    );
 }

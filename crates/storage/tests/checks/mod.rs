@@ -103,6 +103,37 @@ pub fn put_checks_the_digest_and_keeps_the_media_type(store: Arc<dyn ContentStor
     );
 }
 
+/// `read_manifest` reads a blob stored with a media type, whole, again and again; one stored
+/// without (a layer) and one not stored are `None`; the limit holds.
+pub fn read_manifest_reads_only_blobs_stored_with_a_media_type(store: Arc<dyn ContentStore>) {
+    let manifest = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"x"}"#);
+    let m = digest(&manifest);
+    block_on(store.put(&m, manifest.clone(), Some(manifest_type()))).unwrap();
+    let layer = Bytes::from(content(5000, 3));
+    let l = digest(&layer);
+    block_on(store.put(&l, layer, None)).unwrap();
+    for _ in 0..2 {
+        let (info, read) = block_on(store.read_manifest(&m, 1 << 20)).unwrap().unwrap();
+        assert_eq!(read, manifest);
+        assert_eq!(
+            (info.digest, info.size, info.media_type),
+            (m.clone(), manifest.len() as u64, Some(manifest_type()))
+        );
+    }
+    assert!(block_on(store.read_manifest(&l, 1 << 20))
+        .unwrap()
+        .is_none());
+    let absent = digest(b"absent");
+    assert!(block_on(store.read_manifest(&absent, 1 << 20))
+        .unwrap()
+        .is_none());
+    let too_small = block_on(store.read_manifest(&m, 3)).unwrap_err();
+    assert!(
+        matches!(too_small, StoreError::TooLarge { .. }),
+        "{too_small}"
+    );
+}
+
 pub fn a_written_blob_reads_back_whole_and_in_ranges(store: Arc<dyn ContentStore>) {
     let bytes = content(3 << 20, 7);
     let d = digest(&bytes);
