@@ -20,6 +20,7 @@
 //! | `outpost_store_bytes`, `outpost_store_blobs` | gauge | |
 //! | `outpost_evictions_total`, `outpost_evicted_bytes_total` | counter | |
 //! | `outpost_config_refused_total` | counter | |
+//! | `outpost_log_lines_dropped_total` | counter | (log lines dropped because stderr's reader did not keep up) |
 //! | `outpost_ready` | gauge | |
 //! | `outpost_shared_store_up` | gauge | (1: answering; 0: degraded, the node serves without it) |
 //! | `outpost_shared_store_errors_total` | counter | `operation` |
@@ -49,6 +50,22 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// configuration, so in a serving process this is 0 unless a refusal happened before (kept
 /// process-wide so every [`Metrics`] reports it; see [`config_refused`]).
 static CONFIG_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Reads how many log lines the process's log writer dropped (set once, by the binary).
+type DroppedLines = Box<dyn Fn() -> u64 + Send + Sync>;
+static LOG_LINES_DROPPED: std::sync::OnceLock<DroppedLines> = std::sync::OnceLock::new();
+
+/// Where `outpost_log_lines_dropped_total` comes from: the log writer of the process, which
+/// drops a line rather than hold up a request when stderr's reader does not keep up. Set once;
+/// later calls are ignored.
+pub fn count_dropped_log_lines(read: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = LOG_LINES_DROPPED.set(Box::new(read));
+}
+
+/// Log lines dropped so far (0 when no log writer counts them).
+pub fn log_lines_dropped() -> u64 {
+    LOG_LINES_DROPPED.get().map_or(0, |read| read())
+}
 
 /// Records that the configuration was refused (and logs it, since the process usually exits
 /// right after, taking the counter with it).
@@ -171,6 +188,7 @@ pub struct Metrics {
     evictions: Counter,
     evicted_bytes: Counter,
     config_refused: Counter,
+    log_lines_dropped: Counter,
     ready: Gauge,
     shared_up: Gauge,
     shared_errors: Family<OperationLabels, Counter>,
@@ -207,6 +225,7 @@ impl Metrics {
             evictions: Counter::default(),
             evicted_bytes: Counter::default(),
             config_refused: Counter::default(),
+            log_lines_dropped: Counter::default(),
             ready: Gauge::default(),
             shared_up: Gauge::default(),
             shared_errors: Family::default(),
@@ -275,6 +294,12 @@ impl Metrics {
             "Configurations refused by this process (outpost serve exits on a refused configuration; \
              see its log)",
             metrics.config_refused.clone(),
+        );
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped because the reader of stderr (journald, a pipe) did not keep up; \
+             requests are never held up by the log",
+            metrics.log_lines_dropped.clone(),
         );
         r.register(
             "ready",
@@ -416,6 +441,11 @@ impl Metrics {
         let seen = self.config_refused.get();
         if refused > seen {
             self.config_refused.inc_by(refused - seen);
+        }
+        let dropped = log_lines_dropped();
+        let counted = self.log_lines_dropped.get();
+        if dropped > counted {
+            self.log_lines_dropped.inc_by(dropped - counted);
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

@@ -41,7 +41,8 @@ pub enum LogFormat {
 
 /// `outpost serve`.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
-    init_logging(args.log_format, args.log_level.as_deref());
+    // Held to the end: dropping it writes out the lines still queued.
+    let _log = init_logging(args.log_format, args.log_level.as_deref());
     let loaded = args.config.load().inspect_err(|_| {
         server::config_refused("see the error below; `outpost check` explains the configuration")
     })?;
@@ -92,7 +93,18 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
     })
 }
 
-fn init_logging(format: LogFormat, level: Option<&str>) {
+/// Log lines queued for the log writer at most (about 250 bytes each): past this, a line is
+/// dropped and counted rather than a request held up.
+const LOG_QUEUE_LINES: usize = 4096;
+
+/// Logging to stderr from a thread of its own: requests format their lines and queue them;
+/// the writer thread writes them out in batches (one `write` per batch, not per line), so a
+/// slow reader of stderr (a full pipe, a stalled journald) never holds up a request. Lines that
+/// find the queue full are dropped and counted (`outpost_log_lines_dropped_total`).
+fn init_logging(
+    format: LogFormat,
+    level: Option<&str>,
+) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| {
@@ -106,14 +118,25 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     };
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("outpost-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
+    let dropped = writer.error_counter();
+    server::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    guard
 }
 
 /// Resolves on SIGINT or SIGTERM: the one signal that stops everything.
