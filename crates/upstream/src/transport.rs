@@ -37,8 +37,12 @@ use crate::{Observer, Outcome, Timeouts};
 type HttpClient = Client<HttpsConnector<ProxyConnector>, Empty<Bytes>>;
 
 /// The most an upstream connection buffers at once (hyper's default is ~400 KiB): body frames
-/// are views of this buffer, so it bounds what a fill holds per frame.
-const READ_BUFFER: usize = 128 << 10;
+/// are views of this buffer, so it bounds what a fill holds per frame. hyper grows a
+/// connection's buffer only while its reads fill it, so manifests and small blobs keep small
+/// buffers; a big blob from a fast upstream arrives in frames of up to 1 MiB, which the fill
+/// passes on whole (one wake-up of each follower and one send per frame; 128 KiB took 8 times
+/// as many on a cold 1 GiB GET, see BENCHMARKS.md).
+const READ_BUFFER: usize = 1 << 20;
 
 pub(crate) struct Transport {
     timeouts: Timeouts,
