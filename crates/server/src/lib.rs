@@ -56,7 +56,7 @@ pub use body::{Body, BoxError};
 pub use cache::Cache;
 pub use error::ApiError;
 pub use manifest::Manifest;
-pub use metrics::{config_refused, count_dropped_log_lines, log_lines_dropped, Metrics};
+pub use metrics::{config_refused, count_dropped_log_lines, Metrics};
 pub use origin::{fetch_manifest, fetch_referrers, pass_blob, read_limited};
 pub use response::{passed_through, DOCKER_CONTENT_DIGEST};
 pub use serve::{start, start_listening, Running, ServeError, SHUTDOWN_GRACE};

@@ -63,7 +63,7 @@ pub fn count_dropped_log_lines(read: impl Fn() -> u64 + Send + Sync + 'static) {
 }
 
 /// Log lines dropped so far (0 when no log writer counts them).
-pub fn log_lines_dropped() -> u64 {
+fn log_lines_dropped() -> u64 {
     LOG_LINES_DROPPED.get().map_or(0, |read| read())
 }
 
