@@ -1,5 +1,6 @@
 //! The log never holds up a request: `outpost serve` with its stderr on a pipe that nobody
-//! reads (a stalled journald) keeps answering, and counts the lines it had to drop.
+//! reads (a stalled journald) keeps answering, and counts the lines it had to drop. And what
+//! it logs does reach stderr, the lines written at exit included.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -17,40 +18,11 @@ const CLIENTS: usize = 8;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_reader_that_stops_reading_never_holds_up_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("outpost.yaml");
-    std::fs::write(&config, "outpost:\n  cache:\n    minFree: \"0\"\n").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start outpost");
+    let (mut child, base) = serve(dir.path(), Stdio::piped());
     // Held, never read: once full, every write to it blocks.
-    let stderr = child.stderr.take().expect("outpost's stderr");
+    let stderr = child.0.stderr.take().expect("outpost's stderr");
     rustix::pipe::fcntl_setpipe_size(&stderr, 4096).expect("shrink the pipe");
-    let _kill = KillOnDrop(child);
-
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until("outpost to listen", DEADLINE, || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    })
-    .await;
-    let client = Client::new();
-    let ready = format!("{base}/readyz");
-    within("outpost to be ready", DEADLINE, async {
-        while client.get(&ready).await.status != StatusCode::OK {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let client = ready(&base).await;
 
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
@@ -82,6 +54,91 @@ async fn a_log_reader_that_stops_reading_never_holds_up_requests() {
         "{REQUESTS} requests with nobody reading the log, yet no line dropped:\n{text}"
     );
     drop(stderr);
+}
+
+/// Every request's access line reaches stderr (here a file), and so do the lines logged as
+/// the process stops: the log writer's queue is written out before exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_reaches_stderr_up_to_the_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let stderr = std::fs::File::create(&log).unwrap();
+    let (mut child, base) = serve(dir.path(), stderr.into());
+    let client = ready(&base).await;
+    const N: usize = 50;
+    for i in 0..N {
+        let reply = client.get(&format!("{base}/v2/?n={i}")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = within("outpost to exit after SIGTERM", DEADLINE, async {
+        loop {
+            if let Some(exit) = child.0.try_wait().unwrap() {
+                break exit;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(exit.success(), "outpost exited with {exit}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let access = text
+        .lines()
+        .filter(|l| l.contains("outpost::access") && l.contains("path=/v2/ "))
+        .count();
+    assert!(
+        access >= N,
+        "{access} access lines for {N} requests to /v2/ in stderr:\n{text}"
+    );
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        text.contains("shutting down"),
+        "the line logged at SIGTERM is missing; the log ends with {last:?}"
+    );
+}
+
+/// Starts `outpost serve` on a free port with its data under `dir` and its stderr to `stderr`;
+/// the process and its base URL.
+fn serve(dir: &std::path::Path, stderr: Stdio) -> (KillOnDrop, String) {
+    let config = dir.join("outpost.yaml");
+    std::fs::write(&config, "outpost:\n  cache:\n    minFree: \"0\"\n").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start outpost");
+    (KillOnDrop(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// Waits until the outpost at `base` listens and its store is open; a client for it.
+async fn ready(base: &str) -> Client {
+    let addr = base.trim_start_matches("http://").to_owned();
+    wait_until("outpost to listen", DEADLINE, || {
+        TcpStream::connect(&addr).is_ok()
+    })
+    .await;
+    let client = Client::new();
+    let readyz = format!("{base}/readyz");
+    within("outpost to be ready", DEADLINE, async {
+        while client.get(&readyz).await.status != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    client
 }
 
 struct KillOnDrop(std::process::Child);
