@@ -72,8 +72,14 @@ pub struct Progress {
     pub shared: bool,
 }
 
-/// How many of the most recently received bytes of a fill are kept in memory.
-const RECENT_BYTES: usize = 4 << 20;
+/// How many of the most recently received bytes of a fill are kept in memory (at least: the
+/// newest frame always stays). A follower that keeps up with the download reads from here; one
+/// further behind reads the file, from the page cache. A frame kept here holds its whole receive
+/// buffer and a slow follower's connection may hold one more, so this is paid many times over
+/// with many clients: 4 MiB took the peak RSS of 20 clients on one cold blob from 16 to 29 MiB,
+/// 1 MiB (with a 2 MiB file read budget) brought it back to 23, and a cold GET was no slower
+/// (BENCHMARKS.md, issue 18).
+const RECENT_BYTES: usize = 1 << 20;
 /// While frames keep arriving, followers hear of received bytes once per this many; whenever
 /// the download has to wait for the upstream, they hear of everything received so far.
 const NOTIFY_EVERY: u64 = 1 << 20;

@@ -18,9 +18,9 @@ use crate::store::Lease;
 
 /// What all responses together spend on file read buffers, about: a lone download reads (and
 /// sends) in large chunks, which costs fewer system calls per byte; concurrent downloads share
-/// the budget in smaller ones, so memory grows little as clients are added (beyond 32 of them,
+/// the budget in smaller ones, so memory grows little as clients are added (beyond 16 of them,
 /// by two [`MIN_CHUNK`] buffers each).
-const READ_BUDGET: usize = 4 << 20;
+const READ_BUDGET: usize = 2 << 20;
 /// The smallest and largest read, and body frame.
 const MIN_CHUNK: usize = 64 << 10;
 const MAX_CHUNK: usize = 512 << 10;
@@ -275,7 +275,8 @@ mod tests {
     fn readers_share_the_read_budget() {
         assert_eq!(chunk_size_for(0), MAX_CHUNK);
         assert_eq!(chunk_size_for(1), MAX_CHUNK);
-        assert_eq!(chunk_size_for(8), 256 << 10);
+        assert_eq!(chunk_size_for(4), 256 << 10);
+        assert_eq!(chunk_size_for(8), 128 << 10);
         assert_eq!(
             chunk_size_for(20),
             MIN_CHUNK,

@@ -32,8 +32,9 @@ use crate::{BlobInfo, GcReport, Ingest, ManifestRead, Store, StoreError, TagEntr
 
 /// Followers are told of progress at most once per this many bytes written.
 const PUBLISH_EVERY: usize = 1 << 20;
-/// Batches queued for each job at most: the backpressure on the download.
-const QUEUED_CHUNKS: usize = 4;
+/// Batches queued for each job at most: the backpressure on the download. Two smooth out the
+/// two jobs' pace (a cold GET is no faster with four) and hold at most ~2 MiB of frames.
+const QUEUED_CHUNKS: usize = 2;
 /// Chunks are handed to the jobs in batches of at least this many bytes: one wake-up of each
 /// thread per batch, not per network frame, and one vectored write.
 const BATCH_BYTES: usize = 1 << 20;
