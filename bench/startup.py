@@ -12,6 +12,7 @@ Usage: startup.py make-data DATA_DIR COUNT
          VmHWM in KiB ("SECONDS VMHWM_KB"), then stops the process (TERM, its pid only).
          With --idle SECS: after that answer, leaves the process alone for SECS seconds, then
          prints "SECONDS VMHWM_KB VMRSS_KB" (VmRSS: the resident set after the idle time).
+         With --cold (root): syncs and drops the page cache first, as after a reboot.
 """
 import hashlib, http.client, os, subprocess, sys, time
 
@@ -41,10 +42,21 @@ def status_kb(pid, key):
     return 0
 
 
-def time_start(binary, config, port, data_dir, count, idle=None):
+def drop_page_cache():
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except PermissionError:
+        sys.exit("startup.py: --cold drops the page cache, which needs root (run it as root)")
+
+
+def time_start(binary, config, port, data_dir, count, idle=None, cold=False):
     want = count - 1
     path = f"/v2/bench/startup/blobs/sha256:{digest_hex(want)}"
     log = open(os.path.join(os.path.dirname(data_dir.rstrip("/")), "startup-outpost.log"), "ab")
+    if cold:
+        drop_page_cache()
     t0 = time.monotonic()
     proc = subprocess.Popen([binary, "serve", "--config", config, "--data-dir", data_dir],
                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
@@ -85,6 +97,9 @@ def time_start(binary, config, port, data_dir, count, idle=None):
 def main():
     a = sys.argv[1:]
     idle = None
+    cold = "--cold" in a
+    if cold:
+        a.remove("--cold")
     if "--idle" in a:
         i = a.index("--idle")
         idle = float(a[i + 1])
@@ -92,7 +107,7 @@ def main():
     if a[:1] == ["make-data"] and len(a) == 3:
         make_data(a[1], int(a[2]))
     elif a[:1] == ["time"] and len(a) in (5, 6):
-        time_start(a[1], a[2], int(a[3]), a[4], int(a[5]) if len(a) == 6 else 10000, idle)
+        time_start(a[1], a[2], int(a[3]), a[4], int(a[5]) if len(a) == 6 else 10000, idle, cold)
     else:
         sys.exit(__doc__)
 

@@ -6,11 +6,13 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::index::{BlobRecord, Index};
 use crate::layout::{digest_of_blob_file, Layout, ALGORITHMS};
 use crate::state::{BlobMap, Key};
+use oci::Algorithm;
 
 use crate::StoreError;
 
@@ -95,56 +97,109 @@ struct Found {
     mtime_ms: u64,
 }
 
+/// Threads that list and `stat` the blob directories at once. After a reboot the inodes are on
+/// disk, and one thread waits for every read in turn: 110 000 files took 1.35 s to list and
+/// `stat` with one `find` and 0.86 s with 16 at once, page cache dropped (BENCHMARKS.md).
+const WALKERS: usize = 8;
+
 /// Walks `blobs/<alg>/<xx>/`, removing strays; returns the digest-named files.
 fn walk_blobs(
     layout: &Layout,
     report: &mut ReconcileReport,
 ) -> Result<HashMap<Key, Found>, StoreError> {
-    let mut found = HashMap::new();
+    let mut prefixes = Vec::new();
     for algorithm in ALGORITHMS {
         let alg_dir = layout.algorithm_dir(algorithm);
         if !alg_dir.is_dir() {
             continue;
         }
         for item in read_dir(&alg_dir)? {
-            let (prefix_entry, is_dir) = entry_of(item, &alg_dir)?;
-            let prefix_path = prefix_entry.path();
-            let prefix = prefix_entry.file_name();
-            let prefix = prefix.to_str().filter(|p| p.len() == 2);
-            let (Some(prefix), true) = (prefix, is_dir) else {
-                report.removed_stray_files += usize::from(remove_any(&prefix_path, is_dir)?);
-                continue;
-            };
-            for item in read_dir(&prefix_path)? {
-                let (file, is_dir) = entry_of(item, &prefix_path)?;
-                let digest = file
-                    .file_name()
-                    .to_str()
-                    .and_then(|name| digest_of_blob_file(algorithm, prefix, name));
-                let (Some(digest), false) = (digest, is_dir) else {
-                    report.removed_stray_files += usize::from(remove_any(&file.path(), is_dir)?);
-                    continue;
-                };
-                let meta = file
-                    .metadata()
-                    .map_err(|e| StoreError::io("stat", file.path(), e))?;
-                let mtime_ms = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                found.insert(
-                    Key::of(&digest),
-                    Found {
-                        size: meta.len(),
-                        mtime_ms,
-                    },
-                );
+            let (entry, is_dir) = entry_of(item, &alg_dir)?;
+            let path = entry.path();
+            match entry.file_name().to_str().filter(|p| p.len() == 2) {
+                Some(prefix) if is_dir => prefixes.push((algorithm, prefix.to_owned(), path)),
+                _ => report.removed_stray_files += usize::from(remove_any(&path, is_dir)?),
             }
         }
     }
+    // Each walker takes the next directory until none is left.
+    let next = AtomicUsize::new(0);
+    let walk = || -> Result<(Vec<(Key, Found)>, usize), StoreError> {
+        let (mut files, mut strays) = (Vec::new(), 0);
+        while let Some((algorithm, prefix, path)) = prefixes.get(next.fetch_add(1, Relaxed)) {
+            strays += walk_prefix(*algorithm, prefix, path, &mut files)?;
+        }
+        Ok((files, strays))
+    };
+    let walked = std::thread::scope(|scope| {
+        let walkers: Vec<_> = (0..WALKERS.min(prefixes.len()))
+            .map(|_| {
+                std::thread::Builder::new()
+                    .name("outpost-reconcile".into())
+                    .spawn_scoped(scope, walk)
+            })
+            .collect();
+        walkers
+            .into_iter()
+            .map(|walker| match walker {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to spare: walk here.
+                Err(_) => walk(),
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut parts = Vec::with_capacity(walked.len());
+    for part in walked {
+        let (files, strays) = part?;
+        report.removed_stray_files += strays;
+        parts.push(files);
+    }
+    // Sized once: a table grown while 100 000 files were inserted peaked at twice this.
+    let mut found = HashMap::with_capacity(parts.iter().map(Vec::len).sum());
+    for files in parts {
+        found.extend(files);
+    }
     Ok(found)
+}
+
+/// Lists one `blobs/<alg>/<xx>/` directory into `files`, removing strays; returns how many.
+fn walk_prefix(
+    algorithm: Algorithm,
+    prefix: &str,
+    dir: &Path,
+    files: &mut Vec<(Key, Found)>,
+) -> Result<usize, StoreError> {
+    let mut strays = 0;
+    for item in read_dir(dir)? {
+        let (file, is_dir) = entry_of(item, dir)?;
+        let digest = file
+            .file_name()
+            .to_str()
+            .and_then(|name| digest_of_blob_file(algorithm, prefix, name));
+        let (Some(digest), false) = (digest, is_dir) else {
+            strays += usize::from(remove_any(&file.path(), is_dir)?);
+            continue;
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io("stat", file.path(), e))?;
+        let mtime_ms = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        files.push((
+            Key::of(&digest),
+            Found {
+                size: meta.len(),
+                mtime_ms,
+            },
+        ));
+    }
+    Ok(strays)
 }
 
 /// Brings files and index into agreement (see the crate docs) and returns the blob map.

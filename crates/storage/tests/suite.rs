@@ -379,10 +379,32 @@ fn reopen_cleans_up_after_a_crash(open: Open) {
     fs::write(&stray, b"partial").unwrap();
     fs::write(blob_file(&data, &orphan_d), &orphan).unwrap();
     fs::remove_file(blob_file(&data, &lost_d)).unwrap();
+    // Strays beside the two-hex-digit directories too, and in another one of them: each
+    // directory is walked by one of several threads, and their counts add up.
+    let alg_dir = blob_file(&data, &kept_d)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let odd_file = alg_dir.join("notes.txt");
+    let odd_dir = alg_dir.join("abc");
+    fs::write(&odd_file, b"not a blob").unwrap();
+    fs::create_dir_all(odd_dir.join("inner")).unwrap();
+    let other_prefix = (0..=255u8)
+        .map(|b| alg_dir.join(format!("{b:02x}")))
+        .find(|d| !stray.starts_with(d))
+        .unwrap();
+    fs::create_dir_all(&other_prefix).unwrap();
+    let other_stray = other_prefix.join("not-a-digest");
+    fs::write(&other_stray, b"?").unwrap();
 
     let store = open(dir.path()).unwrap();
     assert!(!temp.exists(), "temp file survived reopen");
     assert!(!stray.exists(), "stray partial file survived reopen");
+    for path in [&odd_file, &odd_dir, &other_stray] {
+        assert!(!path.exists(), "stray {} survived reopen", path.display());
+    }
     assert_eq!(store.stat(&lost_d), None, "entry without file kept");
     let orphan_info = store
         .stat(&orphan_d)
@@ -418,7 +440,7 @@ fn reopen_cleans_up_after_a_crash(open: Open) {
             report.reindexed_files,
             report.dropped_tags
         ),
-        (1, 1, 1, 1, 1)
+        (1, 4, 1, 1, 1)
     );
 
     // A re-indexed blob gets its media type when it is stored again with one.
