@@ -296,6 +296,10 @@ if have("tags_push"):
         errors.append(f"storing the tags: {ok} of {n} manifests came back right")
 say(f"- later starts (index and files agree{', the tags stored' if ntags else ''}), {len(starts)} runs: median {statistics.median(starts):.3f} s, "
     f"min–max {min(starts):.3f}–{max(starts):.3f} s")
+colds = [f(k) for k in kv if k.startswith("startup_cold_")]
+if colds:
+    say(f"- the same starts with the page cache dropped first (`startup.py --cold`, as after a reboot), {len(colds)} runs: "
+        f"median {statistics.median(colds):.3f} s, min–max {min(colds):.3f}–{max(colds):.3f} s")
 if have("startup_idle"):
     t, hwm, rss, idle = f("startup_idle"), f("startup_idle", 1), f("startup_idle", 2), f("startup_idle", 3)
     say(f"- one more start ({t:.3f} s), then {idle:.0f} s without a request: VmRSS {rss / 1024:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB")

@@ -327,6 +327,8 @@ up_quiet
 kv tags_fill "$out $(up_reqs "$M")"
 $CTL outpost-stop
 for r in $(seq "$RUNS"); do kv "startup_indexed_$r" "$(ST)"; done
+# the same start with the page cache dropped first, as after a reboot (root: bench/run.sh is)
+for r in $(seq "$RUNS"); do kv "startup_cold_$r" "$(ST --cold)"; done
 # idle RSS: start-up on that data dir, then IDLE_SECS without a request
 kv startup_idle "$(ST --idle "$IDLE_SECS") $IDLE_SECS"
 
