@@ -46,6 +46,13 @@ impl Store {
             .create_new(true)
             .open(&temp)
             .map_err(|e| StoreError::io("create temp file", &temp, e))?;
+        if let Some(size) = expected_size.filter(|size| *size >= PREALLOCATE_FROM) {
+            if let Err(e) = preallocate(&file, size) {
+                drop(file);
+                remove_temp(&temp);
+                return Err(StoreError::io("reserve space for", &temp, e));
+            }
+        }
         Ok(Ingest {
             store: self.clone(),
             digest: digest.clone(),
@@ -140,6 +147,25 @@ impl Store {
         self.inner.index.put_blob(digest, &record)?;
         tracing::debug!(%digest, size, "blob stored");
         Ok(info)
+    }
+}
+
+/// Blobs of at least this size announced up front get their blocks reserved when the temp file
+/// is created ([`preallocate`]).
+const PREALLOCATE_FROM: u64 = 1 << 20;
+
+/// Reserves `size` bytes of blocks for a new file, keeping its size at 0: the writes that follow
+/// fill blocks already allocated instead of reserving each 4 KiB block as it comes (ext4's
+/// delayed allocation: a tenth of outpost's CPU in a cold 1 GiB GET), the file is laid out in
+/// few extents, and a disk too full for the blob fails here rather than half way through it.
+/// File systems that cannot preallocate are written as before.
+fn preallocate(file: &File, size: u64) -> io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    use rustix::io::Errno;
+    match fallocate(file, FallocateFlags::KEEP_SIZE, 0, size) {
+        Ok(()) => Ok(()),
+        Err(e @ (Errno::NOSPC | Errno::DQUOT | Errno::FBIG)) => Err(e.into()),
+        Err(_) => Ok(()), // EOPNOTSUPP, ENOSYS, ...: nothing reserved, nothing lost
     }
 }
 

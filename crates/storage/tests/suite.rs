@@ -252,6 +252,56 @@ fn dropped_ingest_leaves_no_temp_file(open: Open) {
     assert_eq!(store.stat(&digest), None);
 }
 
+/// The blocks of a blob whose size is known up front (1 MiB or more) are reserved when its temp
+/// file is created; the file's length still grows with the bytes written, and a blob that cannot
+/// fit fails at once, leaving nothing behind. (Needs a file system with `fallocate(2)` under the
+/// test's temp dir: ext4, xfs, btrfs, tmpfs.)
+fn large_blobs_get_their_blocks_up_front(open: Open) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    let bytes = random_bytes(4 << 20);
+    let digest = sha256(&bytes);
+    let mut ingest = store.ingest(&digest, Some(bytes.len() as u64)).unwrap();
+    let temps = files_under(&store.dir().join("ingest"));
+    assert_eq!(temps.len(), 1, "{temps:?}");
+    let meta = fs::metadata(&temps[0]).unwrap();
+    assert_eq!(meta.len(), 0, "the length is what was written");
+    assert!(
+        meta.blocks() * 512 >= bytes.len() as u64,
+        "{} bytes of blocks reserved for a blob of {}: the file system under {} must support \
+         fallocate(2)",
+        meta.blocks() * 512,
+        bytes.len(),
+        dir.path().display()
+    );
+    ingest.write_all(&bytes[..1 << 20]).unwrap();
+    ingest.flush().unwrap();
+    assert_eq!(fs::metadata(&temps[0]).unwrap().len(), 1 << 20);
+    ingest.write_all(&bytes[1 << 20..]).unwrap();
+    ingest.commit(Some(&layer())).unwrap();
+    let stored = fs::metadata(blob_file(store.dir(), &digest)).unwrap();
+    assert_eq!(stored.len(), bytes.len() as u64);
+    assert!(
+        stored.blocks() * 512 < bytes.len() as u64 + (1 << 20),
+        "no more blocks than the blob needs: {}",
+        stored.blocks() * 512
+    );
+    assert_eq!(read_all(&store, &digest).unwrap(), bytes);
+
+    // Far more than any disk holds: refused when the ingest starts, nothing left in ingest/.
+    let huge = sha256(b"huge");
+    let Err(err) = store.ingest(&huge, Some(1 << 60)) else {
+        panic!("an ingest of 1 EiB was accepted");
+    };
+    assert!(err.to_string().contains("reserve space"), "{err}");
+    assert_eq!(
+        files_under(&store.dir().join("ingest")),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(store.stat(&huge), None);
+}
+
 fn an_ingest_can_be_read_while_it_is_written(open: Open) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
@@ -805,6 +855,10 @@ macro_rules! store_suite {
             #[test]
             fn dropped_ingest_leaves_no_temp_file() {
                 super::dropped_ingest_leaves_no_temp_file(OPEN)
+            }
+            #[test]
+            fn large_blobs_get_their_blocks_up_front() {
+                super::large_blobs_get_their_blocks_up_front(OPEN)
             }
             #[test]
             fn an_ingest_can_be_read_while_it_is_written() {
