@@ -161,9 +161,11 @@ if rounds("load_outpost_tags_one_GET"):
     say(f"An outpost on the data dir of the start-up case below ({int(kv['startup_blobs'][0])} blobs, {ntags} tags "
         f"stored through outpost, `cache.tagTtl: 1h` so that every answer is a hit), and, up at the same time on "
         f"another port, the control: the same manifest and settings, a data dir holding that one tag only. "
-        f"Loaded in turn, {nr} round(s): plain wrk on t0, and wrk with `bench/tags.lua` (a random tag among the "
-        f"{ntags} per request; on the control among 1, since wrk's Lua request generation costs CPU on the same "
-        f"cores). Req/s: median of the rounds (each round's figure). For reference, the 1-tag figure of the "
+        f"After a warm-up of each (one pass of random tags reads the manifests from their files), loaded in "
+        f"turn, {nr} round(s), every other round in the reverse order: plain wrk on t0, and wrk with "
+        f"`bench/tags.lua` (a random tag among the {ntags} per request; on the control among 1, since wrk's Lua "
+        f"request generation costs CPU on the same cores). Req/s: median of the rounds (each round's figure). "
+        f"For reference, the 1-tag figure of the "
         f"cached-manifest section (bench/small:1, earlier in the run) is {f('load_outpost_tag_GET'):.0f} req/s.\n")
     say("| tags stored | requests | req/s | p50 ms | p99 ms | non-2xx |")
     say("|---|---|---|---|---|---|")

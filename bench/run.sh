@@ -350,15 +350,34 @@ curl -sf -o /dev/null -H "$ACC" "$CP/v2/$TAGREPO/manifests/$one" || die "outpost
 last=t$((STARTUP_TAGS - 1))
 [ "$(curl -sf -I -H "$ACC" "$OP/v2/$TAGREPO/manifests/$last" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')" \
   = "$(python3 "$BENCH_DIR/tags.py" digest "$TAGREPO" "$last")" ] || die "outpost: HEAD $TAGREPO:$last does not name its manifest"
-# a short warm-up of each (the first load of a fresh process runs slower)
+# a short warm-up of each (the first load of a fresh process runs slower; a fresh process reads
+# each manifest from its file once, 10 000 of them in about a second)
+export TAGS_REPO=$TAGREPO
 for u in "$CP" "$OP"; do wrk -t1 -c4 -d1s -H "$ACC" "$u/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1; done
+TAGS=1 wrk -t1 -c4 -d1s -H "$ACC" -s "$BENCH_DIR/tags.lua" "$CP/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1
+TAGS=$STARTUP_TAGS wrk -t1 -c4 -d3s -H "$ACC" -s "$BENCH_DIR/tags.lua" "$OP/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1
 up_quiet; M=$(up_lines)
-export TAGS_REPO=$TAGREPO LOAD_COUNT=0
+export LOAD_COUNT=0
+tags_round() { # ROUND SIDE...: the runs of one round, in the order of the sides given
+  local r=$1 side
+  shift
+  for side in "$@"; do
+    case $side in
+      base) load "outpost_tags_base_GET_$r" GET "$CP/v2/$TAGREPO/manifests/$one" ;;
+      one) load "outpost_tags_one_GET_$r" GET "$OP/v2/$TAGREPO/manifests/$one" ;;
+      base_lua) TAGS=1 load "outpost_tags_base_lua_GET_$r" GET "$CP/v2/$TAGREPO/manifests/$one" -s "$BENCH_DIR/tags.lua" ;;
+      random) TAGS=$STARTUP_TAGS load "outpost_tags_random_GET_$r" GET "$OP/v2/$TAGREPO/manifests/$one" -s "$BENCH_DIR/tags.lua" ;;
+    esac
+  done
+}
+# every other round in the reverse order, so that a drift of the machine's speed over the
+# rounds (it shows here) does not always fall on the same side
 for r in $(seq "$TAG_ROUNDS"); do
-  load "outpost_tags_base_GET_$r" GET "$CP/v2/$TAGREPO/manifests/$one"
-  load "outpost_tags_one_GET_$r" GET "$OP/v2/$TAGREPO/manifests/$one"
-  TAGS=1 load "outpost_tags_base_lua_GET_$r" GET "$CP/v2/$TAGREPO/manifests/$one" -s "$BENCH_DIR/tags.lua"
-  TAGS=$STARTUP_TAGS load "outpost_tags_random_GET_$r" GET "$OP/v2/$TAGREPO/manifests/$one" -s "$BENCH_DIR/tags.lua"
+  if [ $((r % 2)) = 1 ]; then
+    tags_round "$r" base one base_lua random
+  else
+    tags_round "$r" random base_lua one base
+  fi
 done
 unset LOAD_COUNT
 up_quiet
