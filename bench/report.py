@@ -161,8 +161,10 @@ if rounds("load_outpost_tags_one_GET"):
     say(f"An outpost on the data dir of the start-up case below ({int(kv['startup_blobs'][0])} blobs, {ntags} tags "
         f"stored through outpost, `cache.tagTtl: 1h` so that every answer is a hit), and, up at the same time on "
         f"another port, the control: the same manifest and settings, a data dir holding that one tag only. "
-        f"After a warm-up of each (one pass of random tags reads the manifests from their files), loaded in "
-        f"turn, {nr} round(s), every other round in the reverse order: plain wrk on t0, and wrk with "
+        f"{nr} round(s), each with both processes started afresh (a process as a whole can run 20-50 % slower "
+        f"than the next start of the same binary: each round is a new draw) and warmed up (3 s of random tags "
+        f"read the manifests from their files), then loaded in "
+        f"turn, every other round in the reverse order: plain wrk on t0, and wrk with "
         f"`bench/tags.lua` (a random tag among the {ntags} per request; on the control among 1, since wrk's Lua "
         f"request generation costs CPU on the same cores). Req/s: median of the rounds (each round's figure). "
         f"For reference, the 1-tag figure of the "
@@ -305,9 +307,11 @@ if colds:
 if have("startup_idle"):
     t, hwm, rss, idle = f("startup_idle"), f("startup_idle", 1), f("startup_idle", 2), f("startup_idle", 3)
     say(f"- one more start ({t:.3f} s), then {idle:.0f} s without a request: VmRSS {rss / 1024:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB")
-if have("rss_after_tags_load_outpost"):
-    say(f"- after the many-tags manifest load runs (same process, started on that data dir): "
-        f"VmHWM {f('rss_after_tags_load_outpost') / 1024:.1f} MiB, VmRSS {f('rss_after_tags_load_outpost', 1) / 1024:.1f} MiB")
+if rounds("rss_after_tags_load_outpost"):
+    after = rounds("rss_after_tags_load_outpost")
+    say(f"- after the many-tags manifest load runs (the process of each round, started on that data dir): "
+        f"VmHWM {', '.join(f'{float(v[0]) / 1024:.1f}' for v in after)} MiB, "
+        f"VmRSS {', '.join(f'{float(v[1]) / 1024:.1f}' for v in after)} MiB")
 say("")
 worst = max(starts + [f("startup_first")])
 target("start-up with the cached blobs < 1 s to the first served request", f"median {statistics.median(starts):.3f} s, worst {worst:.3f} s (first start included)", worst < 1.0)

@@ -17,7 +17,8 @@
 #                     the start-up, idle RSS and many-tags manifest cases
 #   RANGES [4]        concurrent Range GETs of the cold BIG blob (containerd's per-layer downloads)
 #   IDLE_SECS [5; 2 when BIG is under 1 GiB]  idle time before reading outpost's RSS on that data dir
-#   TAG_ROUNDS [3; 1 when BIG is under 1 GiB]  rounds of the many-tags manifest load (4 wrk runs each)
+#   TAG_ROUNDS [5; 1 when BIG is under 1 GiB]  rounds of the many-tags manifest load (both servers
+#                     started afresh, then 4 wrk runs)
 #   SKIP_CTR=1 / SKIP_SKOPEO=1  leave out the end-to-end pulls
 #   OUTPOST_BIN       use this outpost binary instead of building one (`cargo build --release`);
 #                     OUTPOST_REV: the commit it was built from, for the report
@@ -37,7 +38,7 @@ if [ $QUICK = 1 ]; then
 else
   export STARTUP_BLOBS=${STARTUP_BLOBS:-100000} STARTUP_TAGS=${STARTUP_TAGS:-10000}
 fi
-export RANGES=${RANGES:-4} IDLE_SECS=${IDLE_SECS:-$((QUICK ? 2 : 5))} TAG_ROUNDS=${TAG_ROUNDS:-$((QUICK ? 1 : 3))}
+export RANGES=${RANGES:-4} IDLE_SECS=${IDLE_SECS:-$((QUICK ? 2 : 5))} TAG_ROUNDS=${TAG_ROUNDS:-$((QUICK ? 1 : 5))}
 export UP_PORT=${UP_PORT:-5400} OUTPOST_PORT=${OUTPOST_PORT:-5401} PEER_PORT=${PEER_PORT:-5402}
 export NGINX_PORT=${NGINX_PORT:-5403} TAGS_PORT=${TAGS_PORT:-5404}
 export BENCH_STATE=${BENCH_STATE:-$(mktemp -d /tmp/outpost-bench.XXXXXX)}
@@ -335,29 +336,33 @@ kv startup_idle "$(ST --idle "$IDLE_SECS") $IDLE_SECS"
 # ---------------------------------------------------------------- manifest by tag, many tags stored
 log "manifest by tag with $STARTUP_TAGS tags stored: wrk on one tag, and on random tags; $TAG_ROUNDS rounds"
 one=t0
+CP=http://127.0.0.1:$TAGS_PORT
+export TAGS_REPO=$TAGREPO
 # the control: the same manifest and settings, a data dir holding that one tag only, served by a
 # second outpost on TAGS_PORT, up at the same time. Both are loaded in turn, TAG_ROUNDS rounds
 # (one pair of runs moves by +-15 % on this machine): plain wrk on t0, and wrk with bench/tags.lua
 # -- a random tag among all of them, or "among 1" on the control (wrk's Lua request generation
-# costs CPU on the same cores, so both sides of that comparison pay it).
-start_bg "$S/outpost-1tag.pid" "$S/outpost-1tag.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" \
-  --data-dir "$S/onetag/data" --listen "127.0.0.1:$TAGS_PORT"
-wait_port "$TAGS_PORT" || die "outpost did not start on $S/onetag/data (log: $S/outpost-1tag.log)"
-start_bg "$S/outpost/pid" "$S/outpost/outpost.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" --data-dir "$SD"
-wait_port "$OUTPOST_PORT" || die "outpost did not start on $SD (log: $S/outpost/outpost.log)"
-CP=http://127.0.0.1:$TAGS_PORT
-curl -sf -o /dev/null -H "$ACC" "$CP/v2/$TAGREPO/manifests/$one" || die "outpost (control): GET $TAGREPO:$one failed"
-last=t$((STARTUP_TAGS - 1))
-[ "$(curl -sf -I -H "$ACC" "$OP/v2/$TAGREPO/manifests/$last" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')" \
-  = "$(python3 "$BENCH_DIR/tags.py" digest "$TAGREPO" "$last")" ] || die "outpost: HEAD $TAGREPO:$last does not name its manifest"
-# a short warm-up of each (the first load of a fresh process runs slower; a fresh process reads
-# each manifest from its file once, 10 000 of them in about a second)
-export TAGS_REPO=$TAGREPO
-for u in "$CP" "$OP"; do wrk -t1 -c4 -d1s -H "$ACC" "$u/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1; done
-TAGS=1 wrk -t1 -c4 -d1s -H "$ACC" -s "$BENCH_DIR/tags.lua" "$CP/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1
-TAGS=$STARTUP_TAGS wrk -t1 -c4 -d3s -H "$ACC" -s "$BENCH_DIR/tags.lua" "$OP/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1
-up_quiet; M=$(up_lines)
-export LOAD_COUNT=0
+# costs CPU on the same cores, so both sides of that comparison pay it). Both processes are
+# started afresh for each round: a process as a whole can run 20-50 % slower than the next start
+# of the same binary (measured: CPU per request of the same load), so one pair of processes is
+# one draw of that; the rounds' medians are over TAG_ROUNDS draws.
+tags_servers() {
+  start_bg "$S/outpost-1tag.pid" "$S/outpost-1tag.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" \
+    --data-dir "$S/onetag/data" --listen "127.0.0.1:$TAGS_PORT"
+  wait_port "$TAGS_PORT" || die "outpost did not start on $S/onetag/data (log: $S/outpost-1tag.log)"
+  start_bg "$S/outpost/pid" "$S/outpost/outpost.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" --data-dir "$SD"
+  wait_port "$OUTPOST_PORT" || die "outpost did not start on $SD (log: $S/outpost/outpost.log)"
+  curl -sf -o /dev/null -H "$ACC" "$CP/v2/$TAGREPO/manifests/$one" || die "outpost (control): GET $TAGREPO:$one failed"
+  local last=t$((STARTUP_TAGS - 1))
+  [ "$(curl -sf -I -H "$ACC" "$OP/v2/$TAGREPO/manifests/$last" | tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}')" \
+    = "$(python3 "$BENCH_DIR/tags.py" digest "$TAGREPO" "$last")" ] || die "outpost: HEAD $TAGREPO:$last does not name its manifest"
+  # a short warm-up of each (the first load of a fresh process runs slower; a fresh process
+  # reads each manifest from its file once, 10 000 of them in about a second)
+  local u
+  for u in "$CP" "$OP"; do wrk -t1 -c4 -d1s -H "$ACC" "$u/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1; done
+  TAGS=1 wrk -t1 -c4 -d1s -H "$ACC" -s "$BENCH_DIR/tags.lua" "$CP/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1
+  TAGS=$STARTUP_TAGS wrk -t1 -c4 -d3s -H "$ACC" -s "$BENCH_DIR/tags.lua" "$OP/v2/$TAGREPO/manifests/$one" >/dev/null 2>&1
+}
 tags_round() { # ROUND SIDE...: the runs of one round, in the order of the sides given
   local r=$1 side
   shift
@@ -373,20 +378,22 @@ tags_round() { # ROUND SIDE...: the runs of one round, in the order of the sides
 # every other round in the reverse order, so that a drift of the machine's speed over the
 # rounds (it shows here) does not always fall on the same side
 for r in $(seq "$TAG_ROUNDS"); do
+  tags_servers
+  if [ "$r" = 1 ]; then up_quiet; M=$(up_lines); export LOAD_COUNT=0; fi
   if [ $((r % 2)) = 1 ]; then
     tags_round "$r" base one base_lua random
   else
     tags_round "$r" random base_lua one base
   fi
+  kv "rss_after_tags_load_outpost_$r" "$(status_kb "$(opid)" VmHWM) $(status_kb "$(opid)" VmRSS)"
+  $CTL outpost-stop
+  stop_pid "$S/outpost-1tag.pid"
 done
 unset LOAD_COUNT
 up_quiet
 kv tags_load_upstream "$(up_reqs "$M")"
-kv rss_after_tags_load_outpost "$(status_kb "$(opid)" VmHWM) $(status_kb "$(opid)" VmRSS)"
 kv startup_tags "$STARTUP_TAGS"
 kv startup_blobs "$STARTUP_BLOBS"
-$CTL outpost-stop
-stop_pid "$S/outpost-1tag.pid"
 
 # ---------------------------------------------------------------- report
 stop_all

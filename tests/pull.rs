@@ -143,6 +143,16 @@ async fn client_without_accept_still_gets_oci_manifests_and_indexes() {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.digest(), digest);
     assert_eq!(reply.header("content-type"), Some(OCI_INDEX));
+    // Asked again (read from its file, then from memory), it costs the upstream nothing.
+    fake.clear_requests();
+    for _ in 0..2 {
+        let again = Client::new()
+            .get(&outpost.url("/v2/quay.io/a/multi/manifests/v1"))
+            .await;
+        assert_eq!(again.digest(), digest);
+        assert_eq!(again.header("content-type"), Some(OCI_INDEX));
+    }
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
     // A client that accepts only Docker manifests gets the upstream's 404.
     let reply = Client::new()
         .get_with(
