@@ -161,8 +161,9 @@ if rounds("load_outpost_tags_one_GET"):
     say(f"An outpost on the data dir of the start-up case below ({int(kv['startup_blobs'][0])} blobs, {ntags} tags "
         f"stored through outpost, `cache.tagTtl: 1h` so that every answer is a hit), and, up at the same time on "
         f"another port, the control: the same manifest and settings, a data dir holding that one tag only. "
-        f"{nr} round(s), each with both processes started afresh (a process as a whole can run 20-50 % slower "
-        f"than the next start of the same binary: each round is a new draw) and warmed up (3 s of random tags "
+        f"{nr} round(s), each with both processes started afresh (a whole process can be slower than the next start "
+        f"of the same binary: 26.4 µs of CPU per request against 15.4-18.8 in the other starts once in twelve, "
+        f"BENCHMARKS.md 2026-12-04; each round is a new draw) and warmed up (3 s of random tags "
         f"read the manifests from their files), then loaded in "
         f"turn, every other round in the reverse order: plain wrk on t0, and wrk with "
         f"`bench/tags.lua` (a random tag among the {ntags} per request; on the control among 1, since wrk's Lua "
@@ -307,8 +308,7 @@ if colds:
 if have("startup_idle"):
     t, hwm, rss, idle = f("startup_idle"), f("startup_idle", 1), f("startup_idle", 2), f("startup_idle", 3)
     say(f"- one more start ({t:.3f} s), then {idle:.0f} s without a request: VmRSS {rss / 1024:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB")
-if rounds("rss_after_tags_load_outpost"):
-    after = rounds("rss_after_tags_load_outpost")
+if after := rounds("rss_after_tags_load_outpost"):
     say(f"- after the many-tags manifest load runs (the process of each round, started on that data dir): "
         f"VmHWM {', '.join(f'{float(v[0]) / 1024:.1f}' for v in after)} MiB, "
         f"VmRSS {', '.join(f'{float(v[1]) / 1024:.1f}' for v in after)} MiB")

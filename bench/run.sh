@@ -343,9 +343,9 @@ export TAGS_REPO=$TAGREPO
 # (one pair of runs moves by +-15 % on this machine): plain wrk on t0, and wrk with bench/tags.lua
 # -- a random tag among all of them, or "among 1" on the control (wrk's Lua request generation
 # costs CPU on the same cores, so both sides of that comparison pay it). Both processes are
-# started afresh for each round: a process as a whole can run 20-50 % slower than the next start
-# of the same binary (measured: CPU per request of the same load), so one pair of processes is
-# one draw of that; the rounds' medians are over TAG_ROUNDS draws.
+# started afresh for each round: a whole process can be slower than the next start of the same
+# binary (CPU per request of the same load: 26.4 us in one start of twelve, 15.4-18.8 in the
+# others), so one pair of processes is one draw; the rounds' medians are over TAG_ROUNDS draws.
 tags_servers() {
   start_bg "$S/outpost-1tag.pid" "$S/outpost-1tag.log" "$OUTPOST_BIN" serve --config "$S/outpost-tags.yaml" \
     --data-dir "$S/onetag/data" --listen "127.0.0.1:$TAGS_PORT"
