@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::error::ConfigError;
 use super::values::{
     ByteSize, CaCertificates, Domain, HostRuleText, HumanDuration, ImageText, ListenAddr, MinFree,
-    NoProxyText, Pattern, PemCertificates, ProxyUrlText, RefPrefix, RegistryHost,
+    NoProxyText, Pattern, PemCertificates, ProxyUrlText, RefPrefix, RegistryHost, WorkerThreads,
 };
 
 /// A password as written in a file. `Debug` prints `****`.
@@ -55,6 +55,7 @@ pub struct OutpostSection {
     pub admin: Option<AdminSection>,
     pub auth: Option<AuthSection>,
     pub shared_store: Option<SharedStoreSection>,
+    pub worker_threads: Option<WorkerThreads>,
 }
 
 /// `outpost.sharedStore`: the site's S3 bucket behind every node's own store.

@@ -40,7 +40,7 @@ pub use error::{ConfigError, Conflict, Feature};
 pub use model::*;
 pub use table::{render_text, routing_table, RouteRow};
 pub use translate::{translate, translate_path};
-pub use values::ByteSize;
+pub use values::{ByteSize, MAX_WORKER_THREADS};
 
 /// A loaded configuration and the warnings about it (one sentence each, saying what to do).
 #[derive(Debug)]

@@ -171,6 +171,9 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// `outpost.sharedStore`: the site's S3 bucket behind the node's store, when set.
     pub shared_store: Option<SharedStoreConfig>,
+    /// `outpost.workerThreads`: the threads that run connections and downloads; `None`: one
+    /// per core, less one (see `outpost serve`).
+    pub worker_threads: Option<std::num::NonZeroUsize>,
 }
 
 /// `outpost.sharedStore`, validated: every node of a site shares blobs, manifests and tag
@@ -231,6 +234,7 @@ impl Default for Config {
             },
             admin_listen: None,
             shared_store: None,
+            worker_threads: None,
         }
     }
 }

@@ -289,6 +289,7 @@ pub fn resolve(merged: &FileConfig, files: &[ParsedFile]) -> Result<Config, Conf
                 config.allowed_hosts = Some(rules.iter().map(|r| r.0.clone()).collect());
             }
         }
+        config.worker_threads = o.worker_threads.map(|w| w.0);
         config.admin_listen = o.admin.as_ref().and_then(|a| a.listen).map(|l| l.0);
         if let Some(tls) = &o.tls {
             let tls_file = |pick: fn(&super::file::TlsSection) -> bool| {

@@ -308,6 +308,30 @@ impl FromStr for MinFree {
 }
 deserialize_from_str!(MinFree, "a size such as `2GiB`, or a share such as `5%`");
 
+/// `outpost.workerThreads`: how many threads run the server's connections and downloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerThreads(pub std::num::NonZeroUsize);
+
+/// The most worker threads a configuration may ask for.
+pub const MAX_WORKER_THREADS: usize = 256;
+
+impl FromStr for WorkerThreads {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n @ 1..=MAX_WORKER_THREADS) => Ok(WorkerThreads(
+                std::num::NonZeroUsize::new(n).expect("1 or more"),
+            )),
+            _ => Err(format!(
+                "`{s}` is not a number of worker threads; write a whole number from 1 to \
+                 {MAX_WORKER_THREADS}, or remove the key (one per core, less one)"
+            )),
+        }
+    }
+}
+deserialize_from_str!(WorkerThreads, "a whole number of threads such as `2`");
+
 impl fmt::Display for ByteSize {
     /// IEC units, e.g. `1.5 GiB`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -69,6 +69,7 @@ fn no_files_give_the_defaults() {
     assert_eq!(c.data_dir, PathBuf::from("./outpost-data"));
     assert!(c.local_registry);
     assert_eq!(c.default_registry, "docker.io");
+    assert_eq!(c.worker_threads, None);
     assert!(loaded.warnings.is_empty());
 }
 
@@ -91,6 +92,7 @@ outpost:
     responseTimeout: 45s
   admin:
     listen: 127.0.0.1:9100
+  workerThreads: 3
 install:
   device: /dev/sda
 stylus:
@@ -133,6 +135,7 @@ fn the_issue_example_resolves_every_key() {
     assert_eq!(c.upstream.connect, Duration::from_secs(3));
     assert_eq!(c.upstream.response_header, Duration::from_secs(45));
     assert_eq!(c.admin_listen.unwrap().to_string(), "127.0.0.1:9100");
+    assert_eq!(c.worker_threads.map(usize::from), Some(3));
     let tls = c.tls.as_ref().unwrap();
     assert_eq!(tls.cert, PathBuf::from("/etc/outpost/server.pem"));
 
@@ -420,6 +423,9 @@ const ERRORS: &[(&str, &str, Option<usize>, &str)] = &[
     ("outpost:\n  cache:\n    tagTtl: soon\n", "outpost.cache.tagTtl", Some(3), "`5m`"),
     ("outpost:\n  upstream:\n    connectTimeout: 10\n", "outpost.upstream.connectTimeout", Some(3), "`30s`"),
     ("outpost:\n  tls:\n    cert: /c.pem\n", "outpost.tls.key", None, "private key"),
+    ("outpost:\n  workerThreads: 0\n", "outpost.workerThreads", Some(2), "from 1 to 256"),
+    ("outpost:\n  workerThreads: 257\n", "outpost.workerThreads", Some(2), "from 1 to 256"),
+    ("outpost:\n  workerThreads: two\n", "outpost.workerThreads", Some(2), "from 1 to 256"),
     ("options:\n  system.uri: \"quay.io/\"\n", "options.system.uri", Some(2), "no repository"),
     ("stylus:\n  site:\n    network:\n      httpsProxy: socks5://proxy:1080\n", "stylus.site.network.httpsProxy", Some(4), "http://[user:password@]host:port"),
     ("stylus:\n  site:\n    network:\n      httpProxy: http://proxy:3128\n      noProxy: 10.0.0.0/8,10.0.0.0/33\n", "stylus.site.network.noProxy", Some(5), "CIDR range"),

@@ -101,11 +101,66 @@ async fn the_log_reaches_stderr_up_to_the_exit() {
     );
 }
 
+/// The server runs on as many worker threads as it is told (`--worker-threads` over
+/// `outpost.workerThreads`), and on one per core less one (at least one) when told nothing; its
+/// "listening" line says how many its runtime has. A count out of range is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_on_the_worker_threads_it_is_given() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (file, flag, want) in [
+        ("", None, cores.saturating_sub(1).max(1)),
+        ("  workerThreads: 3\n", None, 3),
+        ("  workerThreads: 3\n", Some("2"), 2),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let flags: Vec<&str> = flag
+            .map(|n| vec!["--worker-threads", n])
+            .unwrap_or_default();
+        let (_child, base) = serve_with(dir.path(), stderr.into(), file, &flags);
+        ready(&base).await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        let listening = text
+            .lines()
+            .find(|l| l.contains("outpost is listening"))
+            .unwrap_or_else(|| panic!("no \"listening\" line in stderr:\n{text}"));
+        assert!(
+            listening.contains(&format!("workers={want}")),
+            "expected {want} workers ({file:?}, flag {flag:?}, {cores} cores): {listening}"
+        );
+    }
+    for bad in ["0", "257", "many"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_outpost"))
+            .args(["serve", "--worker-threads", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--worker-threads {bad}: {err}");
+        assert!(err.contains("--worker-threads"), "{err}");
+    }
+}
+
 /// Starts `outpost serve` on a free port with its data under `dir` and its stderr to `stderr`;
 /// the process and its base URL.
 fn serve(dir: &std::path::Path, stderr: Stdio) -> (KillOnDrop, String) {
+    serve_with(dir, stderr, "", &[])
+}
+
+/// [`serve`] with `outpost:` keys added to its configuration file (`  key: value` lines) and
+/// more command-line arguments.
+fn serve_with(
+    dir: &std::path::Path,
+    stderr: Stdio,
+    outpost_keys: &str,
+    args: &[&str],
+) -> (KillOnDrop, String) {
     let config = dir.join("outpost.yaml");
-    std::fs::write(&config, "outpost:\n  cache:\n    minFree: \"0\"\n").unwrap();
+    std::fs::write(
+        &config,
+        format!("outpost:\n  cache:\n    minFree: \"0\"\n{outpost_keys}"),
+    )
+    .unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -116,6 +171,7 @@ fn serve(dir: &std::path::Path, stderr: Stdio) -> (KillOnDrop, String) {
         .arg(&config)
         .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.join("data"))
+        .args(args)
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

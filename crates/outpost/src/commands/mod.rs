@@ -63,3 +63,12 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(Failure::other)
 }
+
+/// A multi-threaded tokio runtime with `workers` worker threads.
+pub fn runtime_with_workers(workers: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(Failure::other)
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use config::TlsFiles;
 
-use super::{runtime, ConfigArgs, Failure};
+use super::{runtime_with_workers, ConfigArgs, Failure};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (overrides `outpost.tls.key`).
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Threads that run connections and downloads (overrides `outpost.workerThreads`; default:
+    /// one per core, less one).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=config::MAX_WORKER_THREADS as i64))]
+    pub worker_threads: Option<u16>,
     /// Log format.
     #[arg(long, value_name = "FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -63,13 +67,19 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         server::config_refused(&problem);
         return Err(Failure::Config(problem));
     }
-    runtime()?.block_on(async move {
+    let workers = args
+        .worker_threads
+        .map(usize::from)
+        .or(config.worker_threads.map(usize::from))
+        .unwrap_or_else(default_worker_threads);
+    runtime_with_workers(workers)?.block_on(async move {
         let running = server::start_listening(config)
             .await
             .map_err(Failure::other)?;
         tracing::info!(
             listen = %running.addr,
             admin = %running.admin_addr.map_or("-".to_owned(), |a| a.to_string()),
+            workers = tokio::runtime::Handle::current().metrics().num_workers(),
             "outpost is listening; opening the store"
         );
         tokio::select! {
@@ -91,6 +101,15 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         running.stop().await;
         Ok(())
     })
+}
+
+/// The worker threads of a server not told how many: one per core (as the process may use them:
+/// affinity and cgroup quota), less one, and at least one. A download's hashing and writing run
+/// on threads of their own beside the workers, as do the node's own clients (containerd): on a
+/// two-core node, two workers and those threads took turns on the cores, and one cold 1 GiB GET
+/// cost about a sixth more CPU than with one worker (BENCHMARKS.md, issue 18).
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 /// Log lines queued for the log writer at most (about 250 bytes each): past this, a line is
