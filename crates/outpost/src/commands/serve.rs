@@ -107,7 +107,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
 /// affinity and cgroup quota), less one, and at least one. A download's hashing and writing run
 /// on threads of their own beside the workers, as do the node's own clients (containerd): on a
 /// two-core node, two workers and those threads took turns on the cores, and one cold 1 GiB GET
-/// cost about a sixth more CPU than with one worker (BENCHMARKS.md, issue 18).
+/// took about a fifth more CPU and an eighth more time than with one (BENCHMARKS.md, issue 18).
 fn default_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
