@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 #[cfg(test)]
 mod compose_wiring;
+mod log_queue;
 mod memory;
 
 fn main() -> std::process::ExitCode {

@@ -11,8 +11,8 @@ use outpost_tests::outpost::Client;
 use outpost_tests::wait::{wait_until, within, DEADLINE};
 
 /// More requests, each logged, than the pipe (shrunk to one page) and the log writer's queue
-/// (4096 lines) can hold.
-const REQUESTS: usize = 6000;
+/// (1 MiB, a few thousand lines) can hold.
+const REQUESTS: usize = 12_000;
 const CLIENTS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,11 +120,17 @@ async fn the_server_runs_on_the_worker_threads_it_is_given() {
             .unwrap_or_default();
         let (_child, base) = serve_with(dir.path(), stderr.into(), file, &flags);
         ready(&base).await;
-        let text = std::fs::read_to_string(&log).unwrap();
-        let listening = text
-            .lines()
-            .find(|l| l.contains("outpost is listening"))
-            .unwrap_or_else(|| panic!("no \"listening\" line in stderr:\n{text}"));
+        // The log writer writes out its lines in batches, a few milliseconds later.
+        let listening = within("the \"listening\" line in stderr", DEADLINE, async {
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap();
+                if let Some(line) = text.lines().find(|l| l.contains("outpost is listening")) {
+                    break line.to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
         assert!(
             listening.contains(&format!("workers={want}")),
             "expected {want} workers ({file:?}, flag {flag:?}, {cores} cores): {listening}"

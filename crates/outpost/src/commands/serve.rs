@@ -112,18 +112,17 @@ fn default_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
-/// Log lines queued for the log writer at most (about 250 bytes each): past this, a line is
-/// dropped and counted rather than a request held up.
-const LOG_QUEUE_LINES: usize = 4096;
+/// What the log writer's buffer holds at most: about 4 000 lines. Past this, a line is dropped
+/// and counted rather than a request held up.
+const LOG_QUEUE_BYTES: usize = 1 << 20;
 
-/// Logging to stderr from a thread of its own: requests format their lines and queue them;
-/// the writer thread writes them out in batches (one `write` per batch, not per line), so a
-/// slow reader of stderr (a full pipe, a stalled journald) never holds up a request. Lines that
-/// find the queue full are dropped and counted (`outpost_log_lines_dropped_total`).
-fn init_logging(
-    format: LogFormat,
-    level: Option<&str>,
-) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logging to stderr from a thread of its own ([`LogQueue`]): requests format their lines and
+/// queue them; the writer thread writes them out in batches, so a slow reader of stderr (a full
+/// pipe, a stalled journald) never holds up a request. Lines that find the queue full are
+/// dropped and counted (`outpost_log_lines_dropped_total`). `None` when the thread cannot be
+/// started: then lines go to stderr directly.
+fn init_logging(format: LogFormat, level: Option<&str>) -> Option<crate::log_queue::Guard> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| {
@@ -137,16 +136,18 @@ fn init_logging(
     };
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("outpost-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 << 10,
-            std::io::stderr(),
-        ));
-    let dropped = writer.error_counter();
-    server::count_dropped_log_lines(move || dropped.dropped_lines() as u64);
+    let (writer, guard, failed) = match crate::log_queue::LogQueue::start(
+        LOG_QUEUE_BYTES,
+        std::io::stderr(),
+        "outpost-log",
+    ) {
+        Ok((queue, guard)) => {
+            let counter = queue.clone();
+            server::count_dropped_log_lines(move || counter.dropped());
+            (BoxMakeWriter::new(queue), Some(guard), None)
+        }
+        Err(e) => (BoxMakeWriter::new(std::io::stderr), None, Some(e)),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
@@ -155,6 +156,9 @@ fn init_logging(
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    if let Some(e) = failed {
+        tracing::warn!("no log writer thread ({e}): logging straight to stderr");
+    }
     guard
 }
 
