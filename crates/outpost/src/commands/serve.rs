@@ -116,11 +116,11 @@ fn default_worker_threads() -> usize {
 /// and counted rather than a request held up.
 const LOG_QUEUE_BYTES: usize = 1 << 20;
 
-/// Logging to stderr from a thread of its own ([`LogQueue`]): requests format their lines and
-/// queue them; the writer thread writes them out in batches, so a slow reader of stderr (a full
-/// pipe, a stalled journald) never holds up a request. Lines that find the queue full are
-/// dropped and counted (`outpost_log_lines_dropped_total`). `None` when the thread cannot be
-/// started: then lines go to stderr directly.
+/// Logging to stderr from a thread of its own ([`crate::log_queue`]): requests format their
+/// lines and queue them; the writer thread writes them out in batches, so a slow reader of
+/// stderr (a full pipe, a stalled journald) never holds up a request. Lines that find the queue
+/// full are dropped and counted (`outpost_log_lines_dropped_total`). `None` when the thread
+/// cannot be started: then lines go to stderr directly.
 fn init_logging(format: LogFormat, level: Option<&str>) -> Option<crate::log_queue::Guard> {
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::EnvFilter;
