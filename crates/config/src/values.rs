@@ -319,10 +319,8 @@ impl FromStr for WorkerThreads {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().parse::<usize>() {
-            Ok(n @ 1..=MAX_WORKER_THREADS) => Ok(WorkerThreads(
-                std::num::NonZeroUsize::new(n).expect("1 or more"),
-            )),
+        match s.trim().parse::<std::num::NonZeroUsize>() {
+            Ok(n) if n.get() <= MAX_WORKER_THREADS => Ok(WorkerThreads(n)),
             _ => Err(format!(
                 "`{s}` is not a number of worker threads; write a whole number from 1 to \
                  {MAX_WORKER_THREADS}, or remove the key (one per core, less one)"

@@ -109,25 +109,21 @@ impl Shared {
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+            if state.buf.is_empty() {
+                return; // closing, and everything written
+            }
             if !state.closing {
                 drop(state);
                 std::thread::sleep(GATHER);
                 state = self.lock();
             }
             std::mem::swap(&mut state.buf, &mut batch);
-            let closing = state.closing;
             drop(state);
             // A failed write (stderr closed) loses this batch; there is nowhere to report it.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
             batch.clear();
             // A burst's buffer is not kept for good.
             batch.shrink_to(KEEP);
-            if closing {
-                let state = self.lock();
-                if state.buf.is_empty() {
-                    return;
-                }
-            }
         }
     }
 }
@@ -146,7 +142,7 @@ impl Drop for Guard {
 }
 
 /// One event's line per `write` (tracing-subscriber's fmt layer writes each event whole).
-impl Write for LogQueue {
+impl Write for &LogQueue {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         self.push(line);
         Ok(line.len())
@@ -157,11 +153,12 @@ impl Write for LogQueue {
     }
 }
 
+/// A writer per event that is only a reference: no allocation, no count on the hot path.
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogQueue {
-    type Writer = LogQueue;
+    type Writer = &'a LogQueue;
 
-    fn make_writer(&'a self) -> LogQueue {
-        self.clone()
+    fn make_writer(&'a self) -> &'a LogQueue {
+        self
     }
 }
 
@@ -188,9 +185,10 @@ mod tests {
     #[test]
     fn lines_are_written_in_order_in_batches_and_all_of_them_at_the_end() {
         let sink = Sink::default();
-        let (mut queue, guard) = LogQueue::start(1 << 20, sink.clone(), "test-log").unwrap();
+        let (queue, guard) = LogQueue::start(1 << 20, sink.clone(), "test-log").unwrap();
+        let mut writer = &queue;
         for i in 0..1000 {
-            writeln!(queue, "line {i}").unwrap();
+            writeln!(writer, "line {i}").unwrap();
         }
         drop(guard);
         let (bytes, writes) = sink.0.lock().unwrap().clone();
@@ -222,9 +220,10 @@ mod tests {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let sink = Sink::default();
         let out = Stalled(gate.clone(), sink.clone());
-        let (mut queue, guard) = LogQueue::start(100, out, "test-log").unwrap();
+        let (queue, guard) = LogQueue::start(100, out, "test-log").unwrap();
+        let mut writer = &queue;
         // The first line goes to the writer, which then blocks in `write`.
-        queue.write_all(b"first\n").unwrap();
+        writer.write_all(b"first\n").unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !queue.shared.lock().buf.is_empty() {
             assert!(
@@ -234,7 +233,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         for _ in 0..20 {
-            queue.write_all(b"0123456789\n").unwrap(); // 11 bytes: 9 fit in 100
+            writer.write_all(b"0123456789\n").unwrap(); // 11 bytes: 9 fit in 100
         }
         assert_eq!(queue.dropped(), 11);
         *gate.0.lock().unwrap() = true;

@@ -56,19 +56,17 @@ impl Failure {
     }
 }
 
-/// A multi-threaded tokio runtime for a command that needs one.
+/// A multi-threaded tokio runtime for a command that needs one, with tokio's default number of
+/// worker threads (one per core).
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::other)
+    runtime_with_workers(None)
 }
 
-/// A multi-threaded tokio runtime with `workers` worker threads.
-pub fn runtime_with_workers(workers: usize) -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .map_err(Failure::other)
+/// A multi-threaded tokio runtime with `workers` worker threads (`None`: tokio's default).
+pub fn runtime_with_workers(workers: Option<usize>) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(Failure::other)
 }

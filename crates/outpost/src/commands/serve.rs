@@ -46,7 +46,7 @@ pub enum LogFormat {
 /// `outpost serve`.
 pub fn run(args: ServeArgs) -> Result<(), Failure> {
     // Held to the end: dropping it writes out the lines still queued.
-    let _log = init_logging(args.log_format, args.log_level.as_deref());
+    let _log = init_logging(args.log_format, args.log_level.as_deref())?;
     let loaded = args.config.load().inspect_err(|_| {
         server::config_refused("see the error below; `outpost check` explains the configuration")
     })?;
@@ -72,7 +72,7 @@ pub fn run(args: ServeArgs) -> Result<(), Failure> {
         .map(usize::from)
         .or(config.worker_threads.map(usize::from))
         .unwrap_or_else(default_worker_threads);
-    runtime_with_workers(workers)?.block_on(async move {
+    runtime_with_workers(Some(workers))?.block_on(async move {
         let running = server::start_listening(config)
             .await
             .map_err(Failure::other)?;
@@ -119,10 +119,11 @@ const LOG_QUEUE_BYTES: usize = 1 << 20;
 /// Logging to stderr from a thread of its own ([`crate::log_queue`]): requests format their
 /// lines and queue them; the writer thread writes them out in batches, so a slow reader of
 /// stderr (a full pipe, a stalled journald) never holds up a request. Lines that find the queue
-/// full are dropped and counted (`outpost_log_lines_dropped_total`). `None` when the thread
-/// cannot be started: then lines go to stderr directly.
-fn init_logging(format: LogFormat, level: Option<&str>) -> Option<crate::log_queue::Guard> {
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+/// full are dropped and counted (`outpost_log_lines_dropped_total`).
+fn init_logging(
+    format: LogFormat,
+    level: Option<&str>,
+) -> Result<crate::log_queue::Guard, Failure> {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(level) => EnvFilter::try_new(level).unwrap_or_else(|e| {
@@ -136,30 +137,20 @@ fn init_logging(format: LogFormat, level: Option<&str>) -> Option<crate::log_que
     };
     // Colours only on a terminal: journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard, failed) = match crate::log_queue::LogQueue::start(
-        LOG_QUEUE_BYTES,
-        std::io::stderr(),
-        "outpost-log",
-    ) {
-        Ok((queue, guard)) => {
-            let counter = queue.clone();
-            server::count_dropped_log_lines(move || counter.dropped());
-            (BoxMakeWriter::new(queue), Some(guard), None)
-        }
-        Err(e) => (BoxMakeWriter::new(std::io::stderr), None, Some(e)),
-    };
+    let (queue, guard) =
+        crate::log_queue::LogQueue::start(LOG_QUEUE_BYTES, std::io::stderr(), "outpost-log")
+            .map_err(|e| Failure::other(format!("could not start the log writer thread: {e}")))?;
+    let counter = queue.clone();
+    server::count_dropped_log_lines(move || counter.dropped());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(writer);
+        .with_writer(queue);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-    if let Some(e) = failed {
-        tracing::warn!("no log writer thread ({e}): logging straight to stderr");
-    }
-    guard
+    Ok(guard)
 }
 
 /// Resolves on SIGINT or SIGTERM: the one signal that stops everything.
