@@ -229,7 +229,10 @@ fn single_external_registry_with_credentials() {
     pull_with_all_clients(&outpost, &image, "quay.io", "kairos/core", "v1");
     assert_upstream_saw(&upstream, "spectro-images/quay.io/kairos/core");
     assert!(
-        !outpost.stderr().contains(PASS) && !outpost.stderr().contains(&b64(PASS)),
+        {
+            let log = outpost.settled_stderr();
+            !log.contains(PASS) && !log.contains(&b64(PASS))
+        },
         "outpost logged the upstream password"
     );
 }
@@ -789,7 +792,7 @@ fn containerd_over_https_with_generated_certs() {
     );
     assert_upstream_saw(&upstream, "spectro-images/docker.io/library/alpine");
     // outpost served them (its access log), under the name containerd asked for.
-    let log = outpost.stderr();
+    let log = outpost.settled_stderr();
     assert!(
         log.contains("/v2/library/alpine/manifests/3"),
         "outpost did not serve containerd's request: {log}"

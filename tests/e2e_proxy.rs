@@ -149,7 +149,7 @@ fn pulls_go_through_a_real_proxy_and_survive_it_going_down() {
             "{repository}"
         );
     }
-    let log = outpost.stderr();
+    let log = outpost.settled_stderr();
     assert!(
         !log.contains(PROXY_PASS) && !log.contains(PASS),
         "a password in outpost's log"

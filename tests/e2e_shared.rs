@@ -173,10 +173,10 @@ fn nodes_share_a_garage_bucket_through_upstream_and_garage_node_failures() {
     let d = Outpost::start(&node_config(&upstream, &garage, 0));
     let via_d = skopeo_copy(&format!("{}/{by_digest}", d.host()), &skopeo());
     assert!(via_d.is_err(), "a corrupt layer was served as good");
+    let log = d.settled_stderr();
     assert!(
-        d.stderr().contains("does not match its digest"),
-        "D did not report the corrupt object:\n{}",
-        d.stderr()
+        log.contains("does not match its digest"),
+        "D did not report the corrupt object:\n{log}"
     );
     // Nothing of this came from the upstream after it stopped.
     assert_eq!(

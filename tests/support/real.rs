@@ -604,6 +604,22 @@ impl Outpost {
         std::fs::read_to_string(self.dir.path().join("outpost.log")).unwrap_or_default()
     }
 
+    /// What outpost wrote to stderr, once its log writer has written out the lines it had
+    /// queued: outpost writes its log in batches about 20 ms apart, so this waits until the file
+    /// has not grown for 200 ms (at most 10 s). For assertions on what was, or was not, logged.
+    pub fn settled_stderr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut log = self.stderr();
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = self.stderr();
+            if now.len() == log.len() || Instant::now() > deadline {
+                return now;
+            }
+            log = now;
+        }
+    }
+
     /// Panics (with outpost's log) when the process has exited.
     pub fn assert_running(&mut self) {
         let log = self.stderr();
