@@ -32,9 +32,11 @@ use crate::{BlobInfo, GcReport, Ingest, ManifestRead, Store, StoreError, TagEntr
 
 /// Followers are told of progress at most once per this many bytes written.
 const PUBLISH_EVERY: usize = 1 << 20;
-/// Batches queued for each job at most: the backpressure on the download. Two smooth out the
-/// two jobs' pace (a cold GET is no faster with four) and hold at most ~2 MiB of frames.
-const QUEUED_CHUNKS: usize = 2;
+/// Batches queued for each job at most: the backpressure on the download. With the batch each
+/// job is working on and the one being gathered, one queued holds about 3 MiB of frames: a cold
+/// GET is no slower than with two (nor with two than with four), and the peak of 20 clients on
+/// one cold blob is lower (BENCHMARKS.md, issue 18).
+const QUEUED_CHUNKS: usize = 1;
 /// Chunks are handed to the jobs in batches of at least this many bytes: one wake-up of each
 /// thread per batch, not per network frame, and one vectored write.
 const BATCH_BYTES: usize = 1 << 20;

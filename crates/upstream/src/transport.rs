@@ -36,13 +36,16 @@ use crate::{Observer, Outcome, Timeouts};
 
 type HttpClient = Client<HttpsConnector<ProxyConnector>, Empty<Bytes>>;
 
-/// The most an upstream connection buffers at once (hyper's default is ~400 KiB): body frames
-/// are views of this buffer, so it bounds what a fill holds per frame. hyper grows a
+/// The most an upstream connection buffers at once (hyper's default is ~400 KiB). Body frames
+/// are views of this buffer, and once reads have filled it hyper reserves this much afresh for
+/// every read while earlier frames are still held: a frame holds a whole buffer however few
+/// bytes its read returned (about half of 1 MiB on average in a cold 1 GiB GET). hyper grows a
 /// connection's buffer only while its reads fill it, so manifests and small blobs keep small
-/// buffers; a big blob from a fast upstream arrives in frames of up to 1 MiB, which the fill
-/// passes on whole (one wake-up of each follower and one send per frame; 128 KiB took 8 times
-/// as many on a cold 1 GiB GET, see BENCHMARKS.md).
-const READ_BUFFER: usize = 1 << 20;
+/// buffers; a big blob from a fast upstream arrives in frames of up to 512 KiB, which the fill
+/// passes on whole (one wake-up of each follower and one send per frame: 128 KiB took 8 times
+/// as many). 512 KiB costs a cold GET no more CPU than 1 MiB did, and holds less at the peak of
+/// 20 clients on one cold blob (BENCHMARKS.md, issue 18).
+const READ_BUFFER: usize = 512 << 10;
 
 pub(crate) struct Transport {
     timeouts: Timeouts,
