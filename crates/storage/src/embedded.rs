@@ -405,7 +405,8 @@ impl BlobWrite for EmbeddedWriter {
             } = *this;
             drop(chunks); // ends the writer job's loop
             drop(hash_chunks); // and the hashing job's
-                               // A writer that stopped early says why; that comes before the failed hand-off.
+
+            // A writer that stopped early says why; that comes before the failed hand-off.
             let mut ingest = done.await.map_err(|_| Lost)??;
             flushed?;
             let actual = hashed.await.map_err(|_| Lost)?;
