@@ -228,11 +228,9 @@ fn single_external_registry_with_credentials() {
     ));
     pull_with_all_clients(&outpost, &image, "quay.io", "kairos/core", "v1");
     assert_upstream_saw(&upstream, "spectro-images/quay.io/kairos/core");
+    let log = outpost.settled_stderr();
     assert!(
-        {
-            let log = outpost.settled_stderr();
-            !log.contains(PASS) && !log.contains(&b64(PASS))
-        },
+        !log.contains(PASS) && !log.contains(&b64(PASS)),
         "outpost logged the upstream password"
     );
 }
