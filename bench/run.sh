@@ -6,7 +6,8 @@
 # Needs root for apt-get and containerd. See BENCHMARKS.md for what each case measures.
 #
 # Env knobs (defaults in brackets; a quick mode: RUNS=2 BIG=64M MID=16M CLIENTS=5 WRK_SECS=2):
-#   RUNS [5]          timed runs per case (hyperfine --runs; 20-client case: runs of outpost)
+#   RUNS [5]          timed runs per case (hyperfine --runs, or rounds of the interleaved cold
+#                     cases; 20-client case: runs of outpost)
 #   PEER_FANOUT_RUNS [1]  runs of the 20-client case through the peer (~13 s each)
 #   BIG [1G]          layer size for the warm/cold GET and the skopeo/ctr pulls
 #   MID [256M]        blob size of the concurrent-clients case
@@ -112,6 +113,8 @@ BIGP=/v2/bench/big/blobs/$BIGL MIDP=/v2/bench/mid/blobs/$MIDL
 BLOBFILE=$S/upstream/data/docker/registry/v2/blobs/sha256/${BIGL:7:2}/${BIGL:7}/data
 [ -f "$BLOBFILE" ] || die "the upstream's blob file is not where Distribution 2.8 keeps it: $BLOBFILE"
 cat "$BLOBFILE" >/dev/null # page cache
+# the upstream's writes of the pushed images reach the disk now, not during a timed case
+sync
 
 # ---------------------------------------------------------------- idle RSS right after start
 log "idle RSS after start"
@@ -121,19 +124,55 @@ $CTL peer-cold; sleep 2
 kv rss_idle_peer "$(status_kb "$(ppid_)" VmHWM)"
 
 # ---------------------------------------------------------------- cold 1 GiB GET
-log "cold $BIG GET: direct, outpost (cold), peer (cold)"
-hf cold_direct --runs "$RUNS" --warmup 1 "curl -sf -o /dev/null $UP$BIGP"
-# the same GET by a client that hashes the body as it receives it (one process, no proxy): what
-# receiving and verifying the bytes costs on these cores, the bound for any cache that checks
-# digests before it serves the last byte
-hf cold_hashed --runs "$RUNS" --warmup 1 "python3 $BENCH_DIR/hashget.py $UP$BIGP"
+log "cold $BIG GET: direct, hashed, outpost (cold), peer (cold), interleaved"
+# The four cases take turns, round by round (each round in a rotated order), so that the ratios
+# between them compare runs made at about the same time: this machine's speed drifts by 15-30 %
+# over minutes, and blocks of runs, one case after another, measured the drift as well
+# (BENCHMARKS.md, 12-05). Untimed around each run: outpost and the peer are stopped, wiped and restarted before
+# it; the peer is stopped after it (its second download of the blob would run into the next
+# case); after outpost's run the upstream's GETs of the blob are counted.
+#   cold_direct  the upstream alone
+#   cold_hashed  the same GET by a client that hashes the body as it receives it (one process,
+#                no proxy): what receiving and verifying the bytes costs on these cores, the
+#                bound for any cache that checks digests before it serves the last byte
+cold_run() { # cold_run CASE: one timed run, its time (s) appended to $S/times-CASE
+  local url t0 t1 m
+  case $1 in
+    cold_direct) url=$UP ;;
+    cold_hashed) url=$UP ;;
+    cold_outpost) url=$OP; $CTL outpost-cold; m=$(up_lines) ;;
+    cold_peer) url=$PE; $CTL peer-cold ;;
+  esac
+  t0=$EPOCHREALTIME
+  if [ "$1" = cold_hashed ]; then
+    python3 "$BENCH_DIR/hashget.py" "$url$BIGP" >/dev/null
+  else
+    curl -sf -o /dev/null "$url$BIGP"
+  fi || die "$1: the GET failed"
+  t1=$EPOCHREALTIME
+  echo "$t0 $t1" | awk '{printf "%.6f\n", $2 - $1}' >>"$S/times-$1"
+  case $1 in
+    cold_outpost) up_quiet; up_blob "$m" "$BIGL" >>"$S/upstream-cold_outpost" ;;
+    cold_peer) $CTL peer-stop ;;
+  esac
+}
+# times_kv CASE: "CASE median min max mean" of its runs
+times_kv() {
+  python3 -c 'import statistics as s, sys
+t = [float(l) for l in open(sys.argv[2])]
+print(sys.argv[1], "%.4f %.4f %.4f %.4f" % (s.median(t), min(t), max(t), s.mean(t)))' "$1" "$S/times-$1" >>"$KV"
+}
+curl -sf -o /dev/null "$UP$BIGP" && python3 "$BENCH_DIR/hashget.py" "$UP$BIGP" >/dev/null # warm-up
+cases=(cold_direct cold_hashed cold_outpost cold_peer)
+rm -f "$S"/times-cold_* "$S/upstream-cold_outpost"
+for r in $(seq 0 $((RUNS - 1))); do
+  for i in 0 1 2 3; do cold_run "${cases[$(((r + i) % 4))]}"; done
+done
+for c in "${cases[@]}"; do times_kv "$c"; done
+kv cold_outpost_upstream_per_run "$(awk '{n += $1; b += $2} END {printf "%d %.0f\n", n, b}' "$S/upstream-cold_outpost")"
 # SHA-256 alone, of the blob file in the page cache, no network: on one core, a cache that
 # verifies what it serves cannot be faster than this
 hf hash_file --runs "$RUNS" --warmup 1 "openssl dgst -sha256 $BLOBFILE"
-M=$(up_lines)
-hf cold_outpost --runs "$RUNS" --prepare "$CTL outpost-cold" "curl -sf -o /dev/null $OP$BIGP"
-up_quiet; kv cold_outpost_upstream_per_run "$(up_blob "$M" "$BIGL")"
-hf cold_peer --runs "$RUNS" --prepare "$CTL peer-cold" "curl -sf -o /dev/null $PE$BIGP"
 # upstream traffic and body digest of ONE cold GET, counted after the upstream went quiet
 for who in outpost peer; do
   $CTL "$who-cold"; up_quiet; M=$(up_lines)
