@@ -83,6 +83,12 @@ hashed = f"; receive + hash, no proxy: {f('cold_direct') / f('cold_hashed'):.2f}
 if have("hash_file"):
     hashed += f"; SHA-256 alone: {f('cold_direct') / f('hash_file'):.2f}×"
 target(f"cold {BIG} GET ≥ 0.9 × direct throughput", f"{r:.2f}× direct (peer: {f('cold_direct') / f('cold_peer'):.2f}×{hashed})", r >= 0.9)
+r = f("cold_outpost") / f("cold_peer")
+target(f"cold {BIG} GET ≤ 0.9 × the peer's time (issue 18)", f"{r:.2f}× ({f('cold_outpost'):.3f} s vs {f('cold_peer'):.3f} s)", r <= 0.9)
+if have("cold_hashed"):
+    r = f("cold_hashed") / f("cold_outpost")
+    target(f"cold {BIG} GET ≥ 0.8 × receive + hash throughput (issue 18)",
+           f"{r:.2f}× ({f('cold_outpost'):.3f} s vs {f('cold_hashed'):.3f} s)", r >= 0.8)
 target("cold GET: upstream sends the blob exactly once", f"outpost {float(ob) / big:.2f}× in {og} GET(s) (peer {float(pb) / big:.2f}× in {pg})", once)
 
 # ---- fan-out
