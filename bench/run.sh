@@ -129,8 +129,9 @@ log "cold $BIG GET: direct, hashed, outpost (cold), peer (cold), interleaved"
 # between them compare runs made at about the same time: this machine's speed drifts by 15-30 %
 # over minutes, and blocks of runs, one case after another, measured the drift as well
 # (BENCHMARKS.md, 12-05). Untimed around each run: outpost and the peer are stopped, wiped and restarted before
-# it; the peer is stopped after it (its second download of the blob would run into the next
-# case); after outpost's run the upstream's GETs of the blob are counted.
+# it; the peer is stopped and its cache wiped after it (its second download of the blob, and the
+# writeback of what it wrote, would run into the next case); after outpost's run (whose commit
+# has written its copy to disk) the upstream's GETs of the blob are counted.
 #   cold_direct  the upstream alone
 #   cold_hashed  the same GET by a client that hashes the body as it receives it (one process,
 #                no proxy): what receiving and verifying the bytes costs on these cores, the
@@ -153,7 +154,7 @@ cold_run() { # cold_run CASE: one timed run, its time (s) appended to $S/times-C
   echo "$t0 $t1" | awk '{printf "%.6f\n", $2 - $1}' >>"$S/times-$1"
   case $1 in
     cold_outpost) up_quiet; up_blob "$m" "$BIGL" >>"$S/upstream-cold_outpost" ;;
-    cold_peer) $CTL peer-stop ;;
+    cold_peer) $CTL peer-stop; rm -rf "$S/peer/data" ;;
   esac
 }
 # times_kv CASE: "CASE median min max mean" of its runs
