@@ -45,7 +45,7 @@ BIG = f"{big / MIB:.0f} MiB" if big < 1 << 30 else f"{big / (1 << 30):.0f} GiB"
 runs = len([k for k in kv if k.startswith("fanout_outpost_")])
 
 # ---- warm / cold GET
-say(f"## Blob GET with curl, {big / MIB:.0f} MiB layer (hyperfine medians, min–max)\n")
+say(f"## Blob GET with curl, {big / MIB:.0f} MiB layer (medians, min–max: the cold cases timed in turns, round by round; the warm ones by hyperfine)\n")
 say("| case | median | min–max | throughput |")
 say("|---|---|---|---|")
 say(hf_row("warm: outpost (cached)", "warm_outpost", big))
