@@ -128,10 +128,10 @@ log "cold $BIG GET: direct, hashed, outpost (cold), peer (cold), interleaved"
 # The four cases take turns, round by round (each round in a rotated order), so that the ratios
 # between them compare runs made at about the same time: this machine's speed drifts by 15-30 %
 # over minutes, and blocks of runs, one case after another, measured the drift as well
-# (BENCHMARKS.md, 12-05). Untimed around each run: outpost and the peer are stopped, wiped and restarted before
-# it; the peer is stopped and its cache wiped after it (its second download of the blob, and the
-# writeback of what it wrote, would run into the next case); after outpost's run (whose commit
-# has written its copy to disk) the upstream's GETs of the blob are counted.
+# (BENCHMARKS.md, 12-05). Untimed around each run: outpost and the peer are stopped, wiped and
+# restarted before it; the peer is stopped and its cache wiped after it (its second download of
+# the blob, and the writeback of what it wrote, would run into the next case); after outpost's
+# run (whose commit has written its copy to disk) the upstream's GETs of the blob are counted.
 #   cold_direct  the upstream alone
 #   cold_hashed  the same GET by a client that hashes the body as it receives it (one process,
 #                no proxy): what receiving and verifying the bytes costs on these cores, the
@@ -139,8 +139,7 @@ log "cold $BIG GET: direct, hashed, outpost (cold), peer (cold), interleaved"
 cold_run() { # cold_run CASE: one timed run, its time (s) appended to $S/times-CASE
   local url t0 t1 m
   case $1 in
-    cold_direct) url=$UP ;;
-    cold_hashed) url=$UP ;;
+    cold_direct | cold_hashed) url=$UP ;;
     cold_outpost) url=$OP; $CTL outpost-cold; m=$(up_lines) ;;
     cold_peer) url=$PE; $CTL peer-cold ;;
   esac
@@ -167,7 +166,7 @@ curl -sf -o /dev/null "$UP$BIGP" && python3 "$BENCH_DIR/hashget.py" "$UP$BIGP" >
 cases=(cold_direct cold_hashed cold_outpost cold_peer)
 rm -f "$S"/times-cold_* "$S/upstream-cold_outpost"
 for r in $(seq 0 $((RUNS - 1))); do
-  for i in 0 1 2 3; do cold_run "${cases[$(((r + i) % 4))]}"; done
+  for i in "${!cases[@]}"; do cold_run "${cases[$(((r + i) % ${#cases[@]}))]}"; done
 done
 for c in "${cases[@]}"; do times_kv "$c"; done
 kv cold_outpost_upstream_per_run "$(awk '{n += $1; b += $2} END {printf "%d %.0f\n", n, b}' "$S/upstream-cold_outpost")"
