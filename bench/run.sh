@@ -54,6 +54,17 @@ CTL="bash $BENCH_DIR/ctl.sh"
 KV=$S/results.kv
 : >"$KV"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# A VM with free page reporting hands memory its guest has freed back to the host; the first
+# touch of such memory traps into the hypervisor, and writing 1 GiB into the page cache then
+# costs several times the system time (BENCHMARKS.md, 2026-12-05). The cold cases write that much.
+page_reporting() {
+  local d=/sys/module/page_reporting/parameters
+  if [ ! -r "$d/page_reporting_order" ]; then echo "no page_reporting module"; return; fi
+  printf 'order %s' "$(cat "$d/page_reporting_order")"
+  if [ -r "$d/min_free_ms" ]; then printf ', min_free_ms %s' "$(cat "$d/min_free_ms")"; fi
+  echo
+}
+PAGE_REPORTING_START=$(page_reporting)
 
 stop_all_on_exit
 
@@ -446,6 +457,7 @@ cp "$KV" "${RESULTS%.md}.kv"
   echo "- machine: nproc=$(nproc), memory $(free -m | awk '/Mem:/{print $2}') MiB, kernel $(uname -r), cpu $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2);print $2}')"
   echo "- outpost: $("$OUTPOST_BIN" --version), binary $BIN_ORIGIN"
   echo "- load average (1/5/15 min) at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
+  echo "- free page reporting to the VM's host at the start: $PAGE_REPORTING_START; at the end: $(page_reporting)"
   echo "- versions: docker-registry $(docker-registry --version | awk '{print $3}'), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | awk '{print $1,$2}'), ab $(ab -V | awk '/Version/{print $5}' | tr -d ,), hyperfine $(hyperfine --version | awk '{print $2}'), skopeo $(skopeo --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), $(curl --version | head -1 | cut -d' ' -f1-2)"
   echo
   python3 "$BENCH_DIR/report.py" "$KV"
