@@ -9,7 +9,7 @@ use config::Config;
 use futures_util::future::join_all;
 use http::StatusCode;
 use oci::Digest;
-use outpost_tests::fake::{FakeRegistry, PushedImage};
+use outpost_tests::fake::{FakeRegistry, PushedImage, OCI_INDEX, OCI_MANIFEST};
 use outpost_tests::logs::Captured;
 use outpost_tests::outpost::{external_config, Client, Opened, Outpost, Streamed};
 use outpost_tests::wait::{wait_for, wait_for_async, wait_until, within, DEADLINE};
@@ -644,4 +644,125 @@ async fn the_catalog_lists_stored_repositories_in_pages() {
         serde_json::json!(["quay.io/cat/c"])
     );
     assert!(page.header("link").is_none());
+}
+
+/// A tag on an index of a linux/amd64 and a linux/arm64 image; returns the index's digest and
+/// the amd64 image, which the upstream picks for a client that takes no index.
+fn push_multi_platform(fake: &FakeRegistry) -> (Digest, PushedImage) {
+    let amd64 = fake.push_seeded(REPO, None, 11, &[3000]);
+    let arm64 = fake.push_seeded(REPO, None, 12, &[3000]);
+    (tag_index(fake, "v1", &amd64, &arm64), amd64)
+}
+
+/// Points `tag` at a new index of `amd64` and `arm64`; returns its digest.
+fn tag_index(fake: &FakeRegistry, tag: &str, amd64: &PushedImage, arm64: &PushedImage) -> Digest {
+    let entry = |image: &PushedImage, architecture: &str| {
+        serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": image.digest.to_string(),
+            "size": image.manifest.len(),
+            "platform": {"os": "linux", "architecture": architecture},
+        })
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [entry(amd64, "amd64"), entry(arm64, "arm64")],
+    });
+    fake.add_manifest(REPO, tag, OCI_INDEX, index.to_string())
+}
+
+/// The `Accept` of a client that takes single images only (an old Docker, a script).
+const IMAGES_ONLY: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+#[tokio::test]
+async fn a_client_taking_no_index_does_not_change_what_the_tag_serves_to_others() {
+    let fake = FakeRegistry::start().await;
+    let (index, amd64) = push_multi_platform(&fake);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let url = outpost.url("/v2/quay.io/app/x/manifests/v1");
+
+    let first = client.get(&url).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(
+        first.digest(),
+        index,
+        "a client taking indexes gets the index"
+    );
+    let old = client.get_with(&url, &[("accept", IMAGES_ONLY)]).await;
+    assert_eq!(old.status, StatusCode::OK, "{:?}", old.body);
+    assert_eq!(
+        old.digest(),
+        amd64.digest,
+        "the upstream's pick is passed on"
+    );
+
+    // The tag still serves the index, from the store, to an arm64 node as to any other.
+    fake.clear_requests();
+    let again = client.get(&url).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        again.digest(),
+        index,
+        "the tag now serves {:?}",
+        again.header("content-type")
+    );
+    assert_eq!(again.header("content-type"), Some(OCI_INDEX));
+    assert!(fake.requests_matching("GET", "/manifests/").is_empty());
+}
+
+#[tokio::test]
+async fn a_client_taking_no_index_first_leaves_the_tag_to_the_next_client() {
+    let fake = FakeRegistry::start().await;
+    let (index, amd64) = push_multi_platform(&fake);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let url = outpost.url("/v2/quay.io/app/x/manifests/v1");
+
+    let old = client.get_with(&url, &[("accept", IMAGES_ONLY)]).await;
+    assert_eq!(old.status, StatusCode::OK, "{:?}", old.body);
+    assert_eq!(old.digest(), amd64.digest);
+    // The pick was not recorded as the tag: the next client gets the index, from upstream.
+    let next = client.get(&url).await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(next.digest(), index);
+    assert_eq!(
+        fake.requests_matching("GET", "/manifests/v1").len(),
+        2,
+        "both answers came from the upstream"
+    );
+    // That one was recorded: offline, the tag serves the index from the store.
+    fake.stop().await;
+    let offline = client.get(&url).await;
+    assert_eq!(offline.status, StatusCode::OK, "{:?}", offline.body);
+    assert_eq!(offline.digest(), index);
+}
+
+#[tokio::test]
+async fn a_client_taking_no_index_does_not_keep_an_expired_tag_from_its_new_index() {
+    let fake = FakeRegistry::start().await;
+    let amd64 = fake.push_seeded(REPO, Some("v1"), 11, &[3000]);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let url = outpost.url("/v2/quay.io/app/x/manifests/v1");
+    assert_eq!(Client::new().get(&url).await.digest(), amd64.digest);
+
+    // Upstream, the tag becomes an index over the same amd64 image and an arm64 one.
+    let arm64 = fake.push_seeded(REPO, None, 12, &[3000]);
+    let index = tag_index(&fake, "v1", &amd64, &arm64);
+    jump(Duration::from_secs(301)).await;
+    // A client taking no index revalidates, and the upstream's pick is the image it has.
+    let old = Client::new()
+        .get_with(&url, &[("accept", IMAGES_ONLY)])
+        .await;
+    assert_eq!(old.status, StatusCode::OK, "{:?}", old.body);
+    assert_eq!(old.digest(), amd64.digest);
+    // That did not renew the tag: the next client revalidates too, and gets the index.
+    let next = Client::new().get(&url).await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(
+        next.digest(),
+        index,
+        "the tag still serves {:?}",
+        next.header("content-type")
+    );
 }

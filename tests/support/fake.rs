@@ -1090,6 +1090,16 @@ fn parse_query(query: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// The digest of the linux/amd64 entry of an index's bytes, if they are an index with one.
+fn linux_amd64(index: &[u8]) -> Option<Digest> {
+    let index: serde_json::Value = serde_json::from_slice(index).ok()?;
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64")
+        .and_then(|m| m["digest"].as_str()?.parse().ok())
+}
+
 fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -1119,13 +1129,22 @@ fn manifest(
         Ok(d) => Some(d),
         Err(_) => r.tags.get(reference).cloned(),
     };
-    let Some((digest, m)) = digest.and_then(|d| r.manifests.get(&d).map(|m| (d, m))) else {
+    let Some((mut digest, mut m)) = digest.and_then(|d| r.manifests.get(&d).map(|m| (d, m))) else {
         return error(
             StatusCode::NOT_FOUND,
             "MANIFEST_UNKNOWN",
             "manifest unknown",
         );
     };
+    // A tag on an index, asked for by a client that takes no index: the linux/amd64 manifest,
+    // as Distribution and Docker Hub answer it.
+    if reference.parse::<Digest>().is_err() && !accepts(headers, &m.media_type) {
+        if let Some(picked) =
+            linux_amd64(&m.bytes).and_then(|d| r.manifests.get(&d).map(|p| (d, p)))
+        {
+            (digest, m) = picked;
+        }
+    }
     // A manifest added with an empty media type is served without a `Content-Type`, as some
     // registries do: the client must take the type from the manifest itself.
     if !m.media_type.is_empty() && !accepts(headers, &m.media_type) {

@@ -234,7 +234,8 @@ impl Cache {
         let stored = stored.filter(|m| accepts(&accept, &m.media_type));
         let Some((entry, stored)) = entry.zip(stored) else {
             let manifest = fetch().await?;
-            let stored = self.store_manifest(&repo, Some(tag), &manifest).await?;
+            let tag = stands_for_the_tag(&accept, &manifest.media_type).then_some(tag);
+            let stored = self.store_manifest(&repo, tag, &manifest).await?;
             return Ok(response::mark(
                 response::manifest(&manifest, head),
                 miss(stored),
@@ -252,11 +253,13 @@ impl Cache {
             .await;
         let fetched = match current {
             Ok(Some(digest)) if digest == stored.digest => {
-                self.store
-                    .put_tag(&repo, tag, &stored.digest, self.now())
-                    .await?;
-                if let Some(tier) = &self.tier {
-                    tier.upload_tag(self.store.clone(), &repo, tag);
+                if stands_for_the_tag(&accept, &stored.media_type) {
+                    self.store
+                        .put_tag(&repo, tag, &stored.digest, self.now())
+                        .await?;
+                    if let Some(tier) = &self.tier {
+                        tier.upload_tag(self.store.clone(), &repo, tag);
+                    }
                 }
                 return Ok(response::mark(
                     response::manifest(&stored, head),
@@ -268,7 +271,8 @@ impl Cache {
         };
         match fetched {
             Ok(manifest) => {
-                let stored = self.store_manifest(&repo, Some(tag), &manifest).await?;
+                let tag = stands_for_the_tag(&accept, &manifest.media_type).then_some(tag);
+                let stored = self.store_manifest(&repo, tag, &manifest).await?;
                 Ok(response::mark(
                     response::manifest(&manifest, head),
                     miss(stored),
@@ -653,13 +657,27 @@ fn miss(stored: bool) -> &'static str {
 
 /// Whether an `Accept` value lists `media_type` (or a wildcard).
 fn accepts(accept: &HeaderValue, media_type: &MediaType) -> bool {
-    let wanted = media_type.essence();
+    accepts_essence(accept, &media_type.essence())
+}
+
+fn accepts_essence(accept: &HeaderValue, wanted: &str) -> bool {
     accept.to_str().is_ok_and(|accept| {
         accept.split(',').any(|item| {
             let item = item.split(';').next().unwrap_or("").trim();
-            item == "*/*" || item.eq_ignore_ascii_case(&wanted)
+            item == "*/*" || item.eq_ignore_ascii_case(wanted)
         })
     })
+}
+
+/// Whether the upstream's answer of `media_type` to a client sending `accept` is what the tag
+/// points to for every client. An upstream answers a client that takes no index with one
+/// platform's manifest picked from the index (Distribution and Docker Hub pick linux/amd64);
+/// recorded as the tag, that pick would be served by tag to every client, on every platform.
+/// So only an index, or the answer to a client that takes both kinds of index, is recorded.
+fn stands_for_the_tag(accept: &HeaderValue, media_type: &MediaType) -> bool {
+    media_type.is_index()
+        || (accepts_essence(accept, oci::OCI_INDEX)
+            && accepts_essence(accept, oci::DOCKER_MANIFEST_LIST))
 }
 
 #[cfg(test)]
@@ -677,5 +695,20 @@ mod tests {
             &index
         ));
         assert!(!accepts(&accept(oci::DOCKER_MANIFEST), &index));
+    }
+
+    #[test]
+    fn only_an_index_or_an_answer_to_a_client_taking_indexes_stands_for_the_tag() {
+        let accept = |s: &'static str| HeaderValue::from_static(s);
+        let single = MediaType::parse(oci::DOCKER_MANIFEST).unwrap();
+        let index = MediaType::parse(oci::OCI_INDEX).unwrap();
+        assert!(stands_for_the_tag(&accept(oci::MANIFEST_TYPES), &single));
+        assert!(stands_for_the_tag(&accept("*/*"), &single));
+        assert!(stands_for_the_tag(&accept(oci::DOCKER_MANIFEST), &index));
+        assert!(!stands_for_the_tag(&accept(oci::DOCKER_MANIFEST), &single));
+        assert!(!stands_for_the_tag(
+            &accept("application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"),
+            &single
+        ));
     }
 }
