@@ -816,7 +816,20 @@ fn an_index_of_another_schema_is_refused(open: Open) {
     let dir = tempfile::tempdir().unwrap();
     let data = open(dir.path()).unwrap().dir().to_path_buf();
     {
-        let db = sled::open(data.join("index")).unwrap();
+        // The store just dropped may still be releasing sled's lock on its own threads (the
+        // store's own open waits for it the same way).
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::open(data.join("index")) {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                opened => break opened.unwrap(),
+            }
+        };
         db.insert("schema_version", &99u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
