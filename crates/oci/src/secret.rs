@@ -4,7 +4,7 @@ use std::fmt;
 
 /// A secret string (password, token). `Debug` and `Display` print `****`; read it with
 /// [`Secret::expose`], only where it goes on the wire to its own upstream.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Secret(String);
 
 impl Secret {
@@ -35,7 +35,7 @@ impl fmt::Display for Secret {
 }
 
 /// A user name and password for one upstream.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: Secret,

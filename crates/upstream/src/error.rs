@@ -66,8 +66,9 @@ pub enum UpstreamError {
 
     #[error(
         "upstream {host} refused the token that {realm} issued without credentials: outpost does \
-         not send {host}'s credentials to a token realm on another domain; serve the realm from \
-         the registry's own domain, or reach the registry without a token service"
+         not send {host}'s credentials to a token realm on another domain, nor over plain HTTP \
+         when the registry is not `insecure`; serve the realm over HTTPS from the registry's own \
+         domain, or reach the registry without a token service"
     )]
     AnonymousTokenRefused { host: String, realm: String },
 

@@ -42,8 +42,9 @@ mod transport;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use http::uri::PathAndQuery;
+use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -93,6 +94,9 @@ struct Inner {
     /// Who is told of requests, latencies and token fetches, when set.
     observer: Option<Arc<dyn Observer>>,
     tokens: TokenCache,
+    /// The longest the small bodies outpost reads itself (a 401's, a redirect's, a token
+    /// answer) are waited for once their headers are in: `upstream.responseTimeout`.
+    body_timeout: Duration,
     /// The scheme each host asked for last, to answer it without a 401 round trip.
     known: Mutex<HashMap<String, HostAuth>>,
 }
@@ -141,6 +145,7 @@ impl Upstream {
                 transport: Transport::new(timeouts, proxy, observer.clone()),
                 observer,
                 tokens: TokenCache::default(),
+                body_timeout: timeouts.response_header,
                 known: Mutex::new(HashMap::new()),
             }),
         })
@@ -182,7 +187,7 @@ impl Upstream {
         let key = TokenKey {
             host: host.to_ascii_lowercase(),
             scope: format!("repository:{}:pull", target.repository),
-            username: target.credentials.as_ref().map(|c| c.username.clone()),
+            credentials: target.credentials.clone(),
         };
         let (mut authorization, mut sent) = self.preemptive(target, &key).await?;
         let mut refreshed = false;
@@ -201,7 +206,7 @@ impl Upstream {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(challenge::parse)
                 .collect();
-            drain(resp).await;
+            drain(resp, self.inner.body_timeout).await;
 
             let bearer = challenges.iter().find_map(|c| match c {
                 Challenge::Bearer {
@@ -363,13 +368,13 @@ impl Upstream {
         let creds: Option<&Credentials> = target
             .credentials
             .as_ref()
-            .filter(|_| may_send_credentials(host, &realm_host));
+            .filter(|_| may_send_to_realm(target, &realm_uri));
         let withheld = target.credentials.is_some() && creds.is_none();
         if withheld {
             tracing::debug!(
                 host,
                 realm_host,
-                "token realm is on another domain; asking for an anonymous token"
+                "token realm is on another domain or plain HTTP; asking for an anonymous token"
             );
         }
         let mut headers = HeaderMap::new();
@@ -388,7 +393,7 @@ impl Upstream {
             .map_err(|e| token_error(e.to_string()))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            drain(resp).await;
+            drain(resp, self.inner.body_timeout).await;
             return Err(match (creds, withheld) {
                 (Some(c), _) => UpstreamError::CredentialsRejected {
                     host: host.to_owned(),
@@ -404,14 +409,23 @@ impl Upstream {
             });
         }
         if !status.is_success() {
-            drain(resp).await;
+            drain(resp, self.inner.body_timeout).await;
             return Err(token_error(format!("the realm answered {status}")));
         }
-        let body = Limited::new(resp.into_body(), TOKEN_BODY_LIMIT)
-            .collect()
-            .await
-            .map_err(|e| token_error(format!("reading the answer failed ({e})")))?
-            .to_bytes();
+        let within = self.inner.body_timeout;
+        let body = tokio::time::timeout(
+            within,
+            Limited::new(resp.into_body(), TOKEN_BODY_LIMIT).collect(),
+        )
+        .await
+        .map_err(|_| {
+            token_error(format!(
+                "its answer did not arrive within {}s (upstream.responseTimeout)",
+                within.as_secs()
+            ))
+        })?
+        .map_err(|e| token_error(format!("reading the answer failed ({e})")))?
+        .to_bytes();
         let (value, lifetime) = token::parse_token_response(&body).map_err(token_error)?;
         Ok(Token::new(value, lifetime, tokio::time::Instant::now()))
     }
@@ -439,6 +453,9 @@ impl Upstream {
             .send_to_host(&target.host, &target.tls, method, pq, &with_auth(true))
             .await?;
         let mut on_target = true;
+        // Credentials follow a redirect on the registry's own host, but never from HTTPS down
+        // to plain HTTP.
+        let began_plain = uri.scheme() != Some(&Scheme::HTTPS);
         let follow = *method == Method::GET || *method == Method::HEAD;
         let mut hops = 0;
         while follow && redirect::is_redirect(resp.status()) {
@@ -461,11 +478,12 @@ impl Upstream {
                 .ok_or_else(|| {
                     redirect_error(format!("a {} without a Location header", resp.status()))
                 })?;
-            drain(resp).await;
+            drain(resp, self.inner.body_timeout).await;
             uri = resolve_location(&uri, &location).map_err(redirect_error)?;
             on_target = uri
                 .authority()
-                .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&target.host));
+                .is_some_and(|a| a.as_str().eq_ignore_ascii_case(&target.host))
+                && (began_plain || uri.scheme() == Some(&Scheme::HTTPS));
             resp = transport
                 .send_url(&target.tls, method, uri.clone(), &with_auth(on_target))
                 .await?;
@@ -489,20 +507,25 @@ pub fn encode_query_value(value: &str) -> String {
 /// The upstream refused a token twice: the stored credentials were wrong when they went to the
 /// realm; when they did not (a realm on another domain), say so instead of blaming them.
 fn token_rejected(target: &Target, realm: &str) -> UpstreamError {
-    let realm_host = realm
+    let sent = realm
         .parse::<Uri>()
-        .ok()
-        .and_then(|u| u.authority().map(|a| a.to_string()))
-        .unwrap_or_default();
+        .is_ok_and(|realm| may_send_to_realm(target, &realm));
     match &target.credentials {
-        Some(_) if !may_send_credentials(&target.host, &realm_host) => {
-            UpstreamError::AnonymousTokenRefused {
-                host: target.host.clone(),
-                realm: realm_for_display(realm),
-            }
-        }
+        Some(_) if !sent => UpstreamError::AnonymousTokenRefused {
+            host: target.host.clone(),
+            realm: realm_for_display(realm),
+        },
         _ => rejected_error(target),
     }
+}
+
+/// Whether `target`'s credentials may go to the token realm `realm`: on the registry's own
+/// domain, and over HTTPS unless the registry is `insecure` (whose own requests may be plain
+/// HTTP already).
+fn may_send_to_realm(target: &Target, realm: &Uri) -> bool {
+    let realm_host = realm.authority().map(|a| a.as_str()).unwrap_or_default();
+    may_send_credentials(&target.host, realm_host)
+        && (realm.scheme() == Some(&Scheme::HTTPS) || target.tls.insecure)
 }
 
 fn rejected_error(target: &Target) -> UpstreamError {
@@ -524,9 +547,11 @@ fn bearer_authorization(token: &Secret) -> HeaderValue {
     value
 }
 
-/// Reads and drops a small body so the connection goes back to the pool.
-async fn drain(resp: Response<Incoming>) {
-    let _ = Limited::new(resp.into_body(), DRAIN_LIMIT).collect().await;
+/// Reads and drops a small body so the connection goes back to the pool; one that does not
+/// arrive `within` is dropped with its connection.
+async fn drain(resp: Response<Incoming>, within: Duration) {
+    let body = Limited::new(resp.into_body(), DRAIN_LIMIT).collect();
+    let _ = tokio::time::timeout(within, body).await;
 }
 
 /// The realm without its query (which could carry anything).

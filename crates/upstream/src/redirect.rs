@@ -29,7 +29,12 @@ pub fn resolve_location(base: &Uri, location: &str) -> Result<Uri, String> {
     if let Some(rest) = location.strip_prefix("//") {
         return build_absolute(&format!("{scheme}://{rest}"));
     }
-    if location.contains("://") {
+    // Absolute when its first segment has a scheme (`https:`); a query may hold "://".
+    if location
+        .split(['/', '?', '#'])
+        .next()
+        .is_some_and(|first| first.contains(':'))
+    {
         return build_absolute(location);
     }
     let path_and_query = if location.starts_with('/') {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use oci::Secret;
+use oci::{Credentials, Secret};
 
 /// Lifetime of a token whose answer has no `expires_in`.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
@@ -27,8 +27,10 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct TokenKey {
     pub host: String,
     pub scope: String,
+    /// The credentials the token was fetched with, password included: a token fetched with
+    /// one password never answers for another (a reloaded config, two entries for one host).
     /// `None` for anonymous tokens.
-    pub username: Option<String>,
+    pub credentials: Option<Credentials>,
 }
 
 /// A token and when to stop using it.
@@ -140,7 +142,7 @@ mod tests {
         TokenKey {
             host: "r.example.com".to_owned(),
             scope: "repository:a:pull".to_owned(),
-            username: None,
+            credentials: None,
         }
     }
 
