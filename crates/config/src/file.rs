@@ -157,23 +157,12 @@ pub struct ExternalRegistriesSection {
 
 /// `domain`, where an empty string or null means "not set".
 fn optional_domain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Domain>, D::Error> {
-    struct V;
-    impl serde::de::Visitor<'_> for V {
-        type Value = Option<Domain>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a registry domain `host[:port][/path]`")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            if v.trim().is_empty() {
-                return Ok(None);
-            }
-            v.parse().map(Some).map_err(E::custom)
-        }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
+    // Through `Option`: serde_yaml_ng hands a plain `null` to `visit_str` as the text "null",
+    // which is a valid host name.
+    match Option::<String>::deserialize(d)? {
+        Some(v) if !v.trim().is_empty() => v.parse().map(Some).map_err(serde::de::Error::custom),
+        _ => Ok(None),
     }
-    d.deserialize_str(V)
 }
 
 /// `registryMappingRules`: source → target, in file order.
@@ -272,7 +261,14 @@ impl FileConfig {
             .filter_map(|p| p.as_ref().and_then(|p| p.0.as_ref()))
             .filter_map(|p| p.credentials.as_ref())
             .any(|c| !c.password.is_empty());
+        let shared_store_secret = self
+            .outpost
+            .as_ref()
+            .and_then(|o| o.shared_store.as_ref())
+            .and_then(|s| s.secret_access_key.as_ref())
+            .is_some_and(|k| !k.0.is_empty());
         proxy_passwords
+            || shared_store_secret
             || registry_passwords
                 .chain(
                     self.provider_credentials
@@ -304,8 +300,10 @@ pub fn read(path: &Path) -> Result<ParsedFile, ConfigError> {
 
 /// Parse the text of one file. `path` only names the file in errors.
 pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    // First pass: syntax only, so a syntax error is told apart from a wrong value.
-    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+    // First pass: syntax only, so a syntax error is told apart from a wrong value. Not into a
+    // `Value`, which refuses an integer wider than 64 bits (a long numeric password) and would
+    // echo it as a syntax error.
+    match serde_yaml_ng::from_str::<Shape>(text) {
         Err(e) => {
             return Err(ConfigError::Syntax {
                 file: path.to_owned(),
@@ -314,9 +312,9 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
                 message: strip_location(&e.to_string()),
             })
         }
-        Ok(serde_yaml_ng::Value::Null) => return Ok(FileConfig::default()),
-        Ok(serde_yaml_ng::Value::Mapping(_)) => {}
-        Ok(_) => {
+        Ok(Shape::Empty) => return Ok(FileConfig::default()),
+        Ok(Shape::Map) => {}
+        Ok(Shape::Other) => {
             return Err(ConfigError::Value {
                 file: path.to_owned(),
                 key: ".".to_owned(),
@@ -336,6 +334,11 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             if !prefix.contains(' ') && key.starts_with(prefix) {
                 message = rest.to_owned();
             }
+        }
+        if let Some(rest) = message.strip_prefix("invalid type: string ") {
+            // serde writes the string with `{:?}`, escaping a `"` inside it: cut it whole.
+            let expected = rest.rsplit_once(", expected ").map_or("", |(_, e)| e);
+            message = format!("invalid type: a string, expected {expected}");
         }
         if message.starts_with("invalid type") || message.starts_with("invalid value") {
             // Never echo a value: it may be a secret pasted under the wrong key.
@@ -357,6 +360,62 @@ pub fn parse(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
             }
         }
     })
+}
+
+/// What the top of a file is, found by reading every value without keeping any.
+enum Shape {
+    Empty,
+    Map,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a YAML document")
+            }
+            fn visit_unit<E>(self) -> Result<Shape, E> {
+                Ok(Shape::Empty)
+            }
+            fn visit_none<E>(self) -> Result<Shape, E> {
+                Ok(Shape::Empty)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Shape::Map)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Shape::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i128<E>(self, _: i128) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u128<E>(self, _: u128) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Drop serde_yaml_ng's ` at line L column C`: the error carries the line itself.

@@ -35,7 +35,7 @@ macro_rules! leaf {
 
 use super::values::{
     ByteSize, CaCertificates, Domain, HostRuleText, HumanDuration, ImageText, ListenAddr, MinFree,
-    NoProxyText, Pattern, PemCertificates, ProxyUrlText, RegistryHost,
+    NoProxyText, Pattern, PemCertificates, ProxyUrlText, RegistryHost, WorkerThreads,
 };
 use std::path::PathBuf;
 
@@ -58,6 +58,7 @@ leaf!(
     Vec<RegistrySection>,
     ProxyUrlText,
     NoProxyText,
+    WorkerThreads,
 );
 
 /// Sections: merge field by field.
@@ -88,7 +89,8 @@ section!(OutpostSection {
     upstream,
     admin,
     auth,
-    shared_store
+    shared_store,
+    worker_threads
 });
 section!(SharedStoreSection {
     endpoint,

@@ -769,3 +769,84 @@ fn no_proxy_without_a_proxy_is_a_warning() {
         loaded.warnings
     );
 }
+
+#[test]
+fn a_null_domain_is_not_set() {
+    // Not a registry called `null` that the credentials would be sent to.
+    let files = Files::new();
+    for null in ["null", "~"] {
+        let msg = load_err(&[files.write(
+            "user-data",
+            &format!(
+                "stylus:\n  registryCredentials:\n    domain: {null}\n    username: ubuntu\n    password: pw\n"
+            ),
+        )]);
+        assert!(
+            msg.contains("stylus.registryCredentials.domain") && msg.contains("missing"),
+            "{null}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_secret_with_a_double_quote_under_the_wrong_key_is_not_echoed() {
+    let files = Files::new();
+    let msg = load_err(&[files.write(
+        "oops.yaml",
+        "stylus:\n  registryCredentials:\n    domain: r.example.com\n    insecure: hunter\"2secret\n",
+    )]);
+    assert!(msg.contains("stylus.registryCredentials.insecure"), "{msg}");
+    assert!(msg.contains("expected a boolean"), "{msg}");
+    assert!(!msg.contains("hunter") && !msg.contains("2secret"), "{msg}");
+}
+
+#[test]
+fn a_long_numeric_password_is_read_as_text() {
+    let files = Files::new();
+    let path = files.write(
+        "user-data",
+        "stylus:\n  registryCredentials:\n    domain: r.example.com\n    username: u\n    password: 123456789012345678901234\n",
+    );
+    let loaded = load(std::slice::from_ref(&path)).unwrap_or_else(|e| {
+        panic!(
+            "refused: {}",
+            e.to_string()
+                .replace("123456789012345678901234", "<the password>")
+        )
+    });
+    let credentials = loaded
+        .config
+        .registry_credentials
+        .unwrap()
+        .credentials
+        .unwrap();
+    assert_eq!(credentials.password.expose(), "123456789012345678901234");
+}
+
+#[test]
+fn a_later_file_sets_worker_threads() {
+    let files = Files::new();
+    let a = files.write("a.yaml", "outpost:\n  workerThreads: 2\n");
+    let b = files.write("b.yaml", "outpost:\n  workerThreads: 4\n");
+    let config = load_ok(&[a, b]).config;
+    assert_eq!(
+        config.worker_threads.map(|n| n.get()),
+        Some(4),
+        "the later file wins"
+    );
+}
+
+#[test]
+fn a_world_readable_file_with_the_s3_secret_is_warned_about() {
+    let files = Files::new();
+    let path = files.write(
+        "outpost.yaml",
+        "outpost:\n  sharedStore:\n    endpoint: http://127.0.0.1:3900\n    bucket: outpost\n    accessKeyId: GK31c2f218a2e44f485b94239e\n    secretAccessKey: s3-secret-value\n",
+    );
+    set_mode(&path, 0o644);
+    let warnings = load_ok(std::slice::from_ref(&path)).warnings;
+    assert!(
+        warnings.iter().any(|w| w.contains("chmod 600")),
+        "no mode warning: {warnings:?}"
+    );
+}
