@@ -766,3 +766,53 @@ async fn a_client_taking_no_index_does_not_keep_an_expired_tag_from_its_new_inde
         next.header("content-type")
     );
 }
+
+#[tokio::test]
+async fn a_store_that_cannot_write_passes_blobs_through() {
+    let fake = FakeRegistry::start().await;
+    let blob = Bytes::from(vec![6u8; 200_000]);
+    let digest = fake.add_blob(REPO, blob.clone());
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    // Every temp file of an ingest now fails to be created (as on a full, read-only or failing
+    // disk).
+    let ingest = outpost.data_dir.path().join("ingest");
+    std::fs::remove_dir_all(&ingest).unwrap();
+    std::fs::write(&ingest, b"not a directory").unwrap();
+    let client = Client::new();
+    for _ in 0..2 {
+        let reply = client.get(&outpost.url(&blob_path(&digest))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.digest(), digest);
+        assert_eq!(reply.header("content-length"), Some("200000"));
+    }
+    assert!(stored_blobs(outpost.data_dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn a_chunked_blob_that_outgrew_the_size_limit_is_passed_through_next_time() {
+    let fake = FakeRegistry::start().await;
+    let len = 3u64 << 20;
+    let digest = fake.add_blob(REPO, Bytes::from(vec![5u8; len as usize]));
+    fake.chunked_blobs(true);
+    let config = Config {
+        cache: config::CacheConfig {
+            max_size: Some(1 << 20),
+            ..Config::default().cache
+        },
+        ..external_config(&fake.host(), "p", None)
+    };
+    let outpost = Outpost::start(config).await;
+    let client = Client::new();
+    let url = outpost.url(&blob_path(&digest));
+    // No size announced: the fill is stopped once past cache.maxSize, and the client's body
+    // ends in an error (its 200 was already sent).
+    let first = client.stream(&url, &[]).await;
+    assert!(first.body.is_err(), "{:?}", first.body);
+    // From then on the blob is passed through, unstored.
+    for _ in 0..2 {
+        let next = client.stream(&url, &[]).await;
+        assert_eq!(next.status, StatusCode::OK);
+        assert_eq!(next.body, Ok((digest.clone(), len)));
+    }
+    assert!(stored_blobs(outpost.data_dir.path()).is_empty());
+}

@@ -23,7 +23,7 @@
 //! is taken over as it is, never propagated. A fill task that panics removes its entry all the
 //! same (a drop guard), so the next request for that digest starts a new fill.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -145,7 +145,14 @@ pub enum Started {
 #[derive(Default)]
 pub struct Fills {
     inflight: Mutex<HashMap<Digest, watch::Receiver<FillState>>>,
+    /// Blobs of unknown size whose fill outgrew the room (`cache.maxSize`, `cache.minFree`),
+    /// newest last: passed through from then on (until outpost restarts, or `OUTGROWN_KEPT`
+    /// later ones push them out), instead of failing the same way on every request.
+    outgrown: Mutex<VecDeque<Digest>>,
 }
+
+/// How many outgrown blobs are remembered.
+const OUTGROWN_KEPT: usize = 256;
 
 /// Called with the store after a successful commit (e.g. to apply the size limit).
 pub type OnCommit = Box<dyn FnOnce(Arc<dyn ContentStore>) + Send>;
@@ -215,6 +222,21 @@ impl Fills {
         self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn outgrew(&self, digest: &Digest) -> bool {
+        let outgrown = self.outgrown.lock().unwrap_or_else(PoisonError::into_inner);
+        outgrown.contains(digest)
+    }
+
+    fn note_outgrown(&self, digest: &Digest) {
+        let mut outgrown = self.outgrown.lock().unwrap_or_else(PoisonError::into_inner);
+        if !outgrown.contains(digest) {
+            if outgrown.len() == OUTGROWN_KEPT {
+                outgrown.pop_front();
+            }
+            outgrown.push_back(digest.clone());
+        }
+    }
+
     /// Joins the fill of `job.digest`, starting it if none is in flight.
     pub fn join(self: &Arc<Self>, job: FillJob) -> watch::Receiver<FillState> {
         let mut inflight = self.lock();
@@ -233,7 +255,7 @@ impl Fills {
             let digest = job.digest.clone();
             let host = job.target.host.clone();
             let limit = job.timeout;
-            let result = tokio::time::timeout(limit, run(job, tx.clone())).await;
+            let result = tokio::time::timeout(limit, run(job, tx.clone(), &guard.fills)).await;
             let failure = match result {
                 Ok(Ok(())) => None,
                 Ok(Err(error)) => Some(error),
@@ -268,9 +290,17 @@ impl Fills {
     }
 }
 
-async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiError> {
+async fn run(
+    job: FillJob,
+    tx: Arc<watch::Sender<FillState>>,
+    fills: &Fills,
+) -> Result<(), ApiError> {
     if job.store.stat(&job.digest).await?.is_some() {
         tx.send_replace(FillState::Stored);
+        return Ok(());
+    }
+    if fills.outgrew(&job.digest) {
+        tx.send_replace(FillState::PassThrough);
         return Ok(());
     }
     // The shared store first: it has the blob, or this node takes the lease and downloads it,
@@ -305,7 +335,17 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
             }
         });
     });
-    let Ingesting { mut writer, follow } = job.store.ingest(&job.digest, size, progress).await?;
+    // A store that cannot take the blob (its disk full, read-only or failing) does not keep it
+    // from the client: serving it matters more than keeping it, as for manifests.
+    let Ingesting { mut writer, follow } = match job.store.ingest(&job.digest, size, progress).await
+    {
+        Ok(ingesting) => ingesting,
+        Err(e) => {
+            tracing::error!(digest = %job.digest, error = %e, "blob not stored, passed through");
+            tx.send_replace(FillState::PassThrough);
+            return Ok(());
+        }
+    };
     // Every store the server fills into can be followed; one that cannot is a bug to report,
     // not a reason to hold every client until the end.
     let follow = follow.ok_or_else(|| {
@@ -361,6 +401,7 @@ async fn run(job: FillJob, tx: Arc<watch::Sender<FillState>>) -> Result<(), ApiE
                 outgrown = job.room.refuses(None, &*job.store);
             }
             if let Some(why) = outgrown {
+                fills.note_outgrown(&job.digest);
                 return Err(ApiError::no_room(&job.digest, &source, &why));
             }
         }
