@@ -3,7 +3,9 @@
 //! Maps (sections, and `registryMappingRules`) merge recursively: a key set in a later file
 //! replaces the same key of an earlier file, keys set only earlier stay. Scalars and lists
 //! (`registries`, `caCerts`, `certificates`, `infrastructureImages`) are values: a later file's
-//! list replaces the earlier list as a whole.
+//! list replaces the earlier list as a whole. A section that names where its secrets go
+//! (`registryCredentials.domain`, `providerCredentials.registry`, `sharedStore.endpoint`) is
+//! replaced whole by a later one that names another place.
 
 use super::file::*;
 
@@ -61,6 +63,24 @@ leaf!(
     WorkerThreads,
 );
 
+/// Sections that name where their secrets go (a registry's `domain`, the provider's
+/// `registry`, the shared store's `endpoint`): when a later file names another place, its
+/// section replaces the earlier one whole, so that no earlier password, certificate or setting
+/// is carried to a host it was not written for. Otherwise field by field.
+macro_rules! bound_section {
+    ($ty:ty, $place:ident { $($field:ident),* $(,)? }) => {
+        impl Merge for $ty {
+            fn merge(&mut self, later: Self) {
+                if later.$place.is_some() && later.$place != self.$place {
+                    *self = later;
+                    return;
+                }
+                $( self.$field.merge(later.$field); )*
+            }
+        }
+    };
+}
+
 /// Sections: merge field by field.
 macro_rules! section {
     ($ty:ty { $($field:ident),* $(,)? }) => {
@@ -92,17 +112,20 @@ section!(OutpostSection {
     shared_store,
     worker_threads
 });
-section!(SharedStoreSection {
-    endpoint,
-    region,
-    bucket,
-    access_key_id,
-    secret_access_key,
-    secret_access_key_file,
-    prefix,
-    max_size,
-    timeout
-});
+bound_section!(
+    SharedStoreSection,
+    endpoint {
+        endpoint,
+        region,
+        bucket,
+        access_key_id,
+        secret_access_key,
+        secret_access_key_file,
+        prefix,
+        max_size,
+        timeout
+    }
+);
 section!(LocalRegistrySection { enabled });
 section!(CacheSection {
     max_size,
@@ -130,15 +153,18 @@ section!(StylusSection {
     external_registries,
     site
 });
-section!(RegistrySection {
-    domain,
-    username,
-    password,
-    repository_name,
-    certificates,
-    insecure,
-    encoded_password
-});
+bound_section!(
+    RegistrySection,
+    domain {
+        domain,
+        username,
+        password,
+        repository_name,
+        certificates,
+        insecure,
+        encoded_password
+    }
+);
 section!(ExternalRegistriesSection {
     registries,
     registry_mapping_rules
@@ -154,12 +180,15 @@ section!(NetworkSection {
     no_proxy
 });
 section!(OptionsSection { system_uri });
-section!(ProviderCredentialsSection {
-    registry,
-    user,
-    password,
-    certificates
-});
+bound_section!(
+    ProviderCredentialsSection,
+    registry {
+        registry,
+        user,
+        password,
+        certificates
+    }
+);
 
 impl Merge for MappingRules {
     /// Key by key: a later rule for the same source replaces the earlier target in place; new

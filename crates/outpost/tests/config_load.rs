@@ -850,3 +850,54 @@ fn a_world_readable_file_with_the_s3_secret_is_warned_about() {
         "no mode warning: {warnings:?}"
     );
 }
+
+#[test]
+fn a_later_file_naming_another_registry_does_not_inherit_the_earlier_credentials() {
+    let files = Files::new();
+    let a = files.write(
+        "a.yaml",
+        "stylus:\n  registryCredentials:\n    domain: a.example.com\n    username: alice\n    password: for-a-only\n",
+    );
+    let b = files.write(
+        "b.yaml",
+        "stylus:\n  registryCredentials:\n    domain: b.example.com\n",
+    );
+    let registry = load_ok(&[a.clone(), b])
+        .config
+        .registry_credentials
+        .unwrap();
+    assert_eq!(registry.host.to_string(), "b.example.com");
+    assert!(
+        registry.credentials.is_none(),
+        "a.example.com's password would go to b.example.com"
+    );
+    // The same registry again: key by key, as before.
+    let c = files.write(
+        "c.yaml",
+        "stylus:\n  registryCredentials:\n    domain: a.example.com\n    password: rotated\n",
+    );
+    let registry = load_ok(&[a, c]).config.registry_credentials.unwrap();
+    let credentials = registry.credentials.unwrap();
+    assert_eq!(
+        (credentials.username.as_str(), credentials.password.expose()),
+        ("alice", "rotated")
+    );
+}
+
+#[test]
+fn a_later_file_naming_another_shared_store_endpoint_does_not_inherit_the_secret() {
+    let files = Files::new();
+    let a = files.write(
+        "a.yaml",
+        "outpost:\n  sharedStore:\n    endpoint: http://127.0.0.1:3900\n    bucket: outpost\n    accessKeyId: GKa\n    secretAccessKey: secret-a\n",
+    );
+    set_mode(&a, 0o600);
+    let b = files.write(
+        "b.yaml",
+        "outpost:\n  sharedStore:\n    endpoint: http://127.0.0.2:3900\n    bucket: outpost\n",
+    );
+    // The new endpoint's section stands alone: it has no key of its own.
+    let msg = load_err(&[a, b]);
+    assert!(msg.contains("b.yaml") && msg.contains("outpost.sharedStore.accessKeyId"), "{msg}");
+    assert!(msg.contains("missing"), "{msg}");
+}
