@@ -298,11 +298,11 @@ impl Upstream {
     }
 
     fn remember(&self, host: &str, auth: HostAuth) {
-        self.inner
-            .known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_ascii_lowercase(), auth);
+        let mut known = self.inner.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_HOSTS {
+            known.clear(); // a shortcut only: each host answers its next 401 again
+        }
+        known.insert(host.to_ascii_lowercase(), auth);
     }
 
     /// The cached token for `key`, or one fetched from `realm` (one fetch at a time per key).
@@ -491,6 +491,9 @@ impl Upstream {
         Ok((resp, on_target))
     }
 }
+
+/// The most hosts whose authentication scheme (and whose plain-HTTP fallback) is remembered.
+const MAX_HOSTS: usize = 1024;
 
 /// What a query value may hold unencoded: RFC 3986's unreserved characters.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC

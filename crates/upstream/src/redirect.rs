@@ -55,20 +55,20 @@ pub fn resolve_location(base: &Uri, location: &str) -> Result<Uri, String> {
     };
     let pq: PathAndQuery = path_and_query
         .parse()
-        .map_err(|e| format!("invalid Location {location:?}: {e}"))?;
+        .map_err(|e| format!("invalid Location {:?}: {e}", shown(location)))?;
     build(scheme, authority, pq)
 }
 
 fn build_absolute(url: &str) -> Result<Uri, String> {
     let uri: Uri = url
         .parse()
-        .map_err(|e| format!("invalid Location {url:?}: {e}"))?;
+        .map_err(|e| format!("invalid Location {:?}: {e}", shown(url)))?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("redirect to a non-HTTP URL {url:?}")),
+        _ => return Err(format!("redirect to a non-HTTP URL {:?}", shown(url))),
     }
     if uri.authority().is_none() {
-        return Err(format!("redirect to {url:?} without a host"));
+        return Err(format!("redirect to {:?} without a host", shown(url)));
     }
     Ok(uri)
 }
@@ -80,6 +80,24 @@ fn build(scheme: Scheme, authority: Authority, pq: PathAndQuery) -> Result<Uri, 
         .path_and_query(pq)
         .build()
         .map_err(|e| format!("invalid redirect target: {e}"))
+}
+
+/// A Location as errors show it: without its query and fragment (a signed URL's signature is a
+/// credential for the blob) and without any `user:password@`.
+fn shown(location: &str) -> String {
+    let end = location.find(['?', '#']).unwrap_or(location.len());
+    let location = &location[..end];
+    match location.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let host = authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, host)| host);
+            format!("{scheme}://{host}{path}")
+        }
+        None => location.to_owned(),
+    }
 }
 
 /// Removes `.` and `..` segments of an absolute path.
@@ -143,6 +161,18 @@ mod tests {
             resolve("../../c"),
             "https://registry.example.com:5000/v2/a/c"
         );
+    }
+
+    #[test]
+    fn errors_show_no_query_and_no_credentials() {
+        for location in [
+            "ftp://user:secret@x.example/blob?X-Amz-Signature=secret",
+            "https://user:secret@/y?sig=secret",
+            "https://[::1/y?sig=secret",
+        ] {
+            let error = resolve_location(&base(), location).unwrap_err();
+            assert!(!error.contains("secret"), "{error}");
+        }
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub fn parse_token_response(body: &[u8]) -> Result<(Secret, Duration), String> {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Token>>>;
 
+/// The most keys (host, repository, credentials) the cache holds: repository names come from
+/// clients, so without a bound a client asking for names at random would grow it forever.
+pub const MAX_SLOTS: usize = 4096;
+
 /// Cached tokens, one slot per key.
 #[derive(Default)]
 pub struct TokenCache {
@@ -88,7 +92,29 @@ pub struct TokenCache {
 impl TokenCache {
     fn slot(&self, key: &TokenKey) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get(key) {
+            return slot.clone();
+        }
+        if slots.len() >= MAX_SLOTS {
+            // First the slots nobody is using whose token is gone or expired; if every one
+            // still holds a good token, every slot nobody is using: a token is one fetch away.
+            slots.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot
+                        .try_lock()
+                        .is_ok_and(|token| usable(token.as_ref()).is_some())
+            });
+            if slots.len() >= MAX_SLOTS {
+                slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+            }
+        }
         slots.entry(key.clone()).or_default().clone()
+    }
+
+    /// How many keys the cache holds.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// The cached token for `key`, if still usable.
@@ -136,6 +162,30 @@ fn usable(token: Option<&Token>) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_cache_holds_at_most_max_slots_keys() {
+        let cache = TokenCache::default();
+        let key = |i: usize| TokenKey {
+            host: "registry.example".to_owned(),
+            scope: format!("repository:r{i}:pull"),
+            credentials: None,
+        };
+        let fetch = || async {
+            Ok::<_, ()>(Token::new(
+                Secret::new("t"),
+                Duration::from_secs(300),
+                Instant::now(),
+            ))
+        };
+        for i in 0..MAX_SLOTS * 2 + 1 {
+            cache.get_or_fetch(&key(i), fetch).await.unwrap();
+            assert!(cache.len() <= MAX_SLOTS, "{} keys after {i}", cache.len());
+        }
+        // The newest token is still served from the cache.
+        let newest = key(MAX_SLOTS * 2);
+        assert!(cache.cached(&newest).await.is_some());
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn key() -> TokenKey {

@@ -310,7 +310,11 @@ impl Transport {
     }
 
     fn remember(&self, host: &str, plain: bool) {
-        self.lock_schemes().insert(host.to_ascii_lowercase(), plain);
+        let mut schemes = self.lock_schemes();
+        if schemes.len() >= crate::MAX_HOSTS {
+            schemes.clear(); // a shortcut only: each host is tried with TLS first again
+        }
+        schemes.insert(host.to_ascii_lowercase(), plain);
     }
 }
 
