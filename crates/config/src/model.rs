@@ -250,10 +250,33 @@ impl Config {
 
     /// The `externalRegistries` entry (or `registryCredentials`) for a target registry.
     pub fn registry_for_host(&self, host: &Registry) -> Option<&ExternalRegistry> {
-        self.external_registries
-            .iter()
-            .chain(self.registry_credentials.iter())
-            .find(|r| r.host == *host)
+        self.registry_for(host, "")
+    }
+
+    /// The entry for `repository` on the registry `host`: of the entries on that host, the one
+    /// whose path (`domain`'s path and `repositoryName`) is the longest prefix of `repository`
+    /// at a `/` boundary, so that two projects of one Harbor each get their own robot account;
+    /// else the first entry on that host.
+    pub fn registry_for(&self, host: &Registry, repository: &str) -> Option<&ExternalRegistry> {
+        let on_host = || {
+            self.external_registries
+                .iter()
+                .chain(self.registry_credentials.iter())
+                .filter(move |r| r.host == *host)
+        };
+        let under = |prefix: &str| {
+            !prefix.is_empty()
+                && repository
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        };
+        on_host()
+            .filter(|r| under(&r.prefix))
+            .fold(None, |best: Option<&ExternalRegistry>, r| match best {
+                Some(b) if b.prefix.len() >= r.prefix.len() => Some(b),
+                _ => Some(r),
+            })
+            .or_else(|| on_host().next())
     }
 
     /// Whether outpost may connect to the upstream `host` (`host[:port]`): a registry the

@@ -30,7 +30,7 @@ pub fn translate_path(config: &Config, registry: &Registry, path: &str) -> Targe
     let full = join(&[registry.as_str(), path]);
     if let Some((rule_target, rest)) = longest_rule(config, &full) {
         let repository = join(&[rule_target.path.as_ref().map_or("", |p| p.as_str()), rest]);
-        return match config.registry_for_host(&rule_target.registry) {
+        return match config.registry_for(&rule_target.registry, &repository) {
             Some(registry) => via(config, registry, repository),
             None => direct(
                 config,

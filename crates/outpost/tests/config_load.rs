@@ -898,6 +898,33 @@ fn a_later_file_naming_another_shared_store_endpoint_does_not_inherit_the_secret
     );
     // The new endpoint's section stands alone: it has no key of its own.
     let msg = load_err(&[a, b]);
-    assert!(msg.contains("b.yaml") && msg.contains("outpost.sharedStore.accessKeyId"), "{msg}");
+    assert!(
+        msg.contains("b.yaml") && msg.contains("outpost.sharedStore.accessKeyId"),
+        "{msg}"
+    );
     assert!(msg.contains("missing"), "{msg}");
+}
+
+#[test]
+fn a_rule_into_one_of_two_projects_on_one_registry_uses_that_projects_account() {
+    let files = Files::new();
+    let config = load_ok(&[files.write(
+        "user-data",
+        "stylus:\n  externalRegistries:\n    registries:\n      - domain: harbor.example.com/proja\n        username: robot-a\n        password: pa\n      - domain: harbor.example.com/projb\n        username: robot-b\n        password: pb\n    registryMappingRules:\n      quay.io/kairos: harbor.example.com/projb/kairos\n      ghcr.io/tools: harbor.example.com/projbx/tools\n",
+    )])
+    .config;
+    let user = |name: &str| {
+        let source = oci::Source::from_name(name, &oci::Registry::docker_hub()).unwrap();
+        let target = config::translate(&config, &source);
+        (target.repository, target.credentials.map(|c| c.username))
+    };
+    assert_eq!(
+        user("quay.io/kairos/core"),
+        ("projb/kairos/core".to_owned(), Some("robot-b".to_owned()))
+    );
+    // `projbx` is not under `projb`: the registry's first entry, as before.
+    assert_eq!(
+        user("ghcr.io/tools/x"),
+        ("projbx/tools/x".to_owned(), Some("robot-a".to_owned()))
+    );
 }
