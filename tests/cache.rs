@@ -816,3 +816,24 @@ async fn a_chunked_blob_that_outgrew_the_size_limit_is_passed_through_next_time(
     }
     assert!(stored_blobs(outpost.data_dir.path()).is_empty());
 }
+
+#[tokio::test]
+async fn a_client_taking_no_index_gets_a_single_image_tag_from_the_store() {
+    let fake = FakeRegistry::start().await;
+    let image = fake.push_seeded(REPO, Some("v1"), 13, &[3000]);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let url = outpost.url("/v2/quay.io/app/x/manifests/v1");
+    let first = client.get_with(&url, &[("accept", IMAGES_ONLY)]).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(first.digest(), image.digest);
+    // The tag is that one image for every client (a HEAD taking every type said so): recorded.
+    fake.clear_requests();
+    let again = client.get_with(&url, &[("accept", IMAGES_ONLY)]).await;
+    assert_eq!(again.digest(), image.digest);
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+    fake.stop().await;
+    let offline = client.get_with(&url, &[("accept", IMAGES_ONLY)]).await;
+    assert_eq!(offline.status, StatusCode::OK, "{:?}", offline.body);
+    assert_eq!(offline.digest(), image.digest);
+}

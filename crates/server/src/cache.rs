@@ -234,7 +234,10 @@ impl Cache {
         let stored = stored.filter(|m| accepts(&accept, &m.media_type));
         let Some((entry, stored)) = entry.zip(stored) else {
             let manifest = fetch().await?;
-            let tag = stands_for_the_tag(&accept, &manifest.media_type).then_some(tag);
+            let tag = self
+                .stands_for_the_tag(target, reference, &accept, &manifest)
+                .await
+                .then_some(tag);
             let stored = self.store_manifest(&repo, tag, &manifest).await?;
             return Ok(response::mark(
                 response::manifest(&manifest, head),
@@ -245,21 +248,20 @@ impl Cache {
             let outcome = if from_shared { "shared" } else { "hit" };
             return Ok(response::mark(response::manifest(&stored, head), outcome));
         }
+        // The record stands for what a client taking every type gets: checked as such.
         let current = self
             .ask(
                 target,
-                origin::revalidate(&self.upstream, target, reference, &accept),
+                origin::revalidate(&self.upstream, target, reference, &every_type()),
             )
             .await;
         let fetched = match current {
             Ok(Some(digest)) if digest == stored.digest => {
-                if stands_for_the_tag(&accept, &stored.media_type) {
-                    self.store
-                        .put_tag(&repo, tag, &stored.digest, self.now())
-                        .await?;
-                    if let Some(tier) = &self.tier {
-                        tier.upload_tag(self.store.clone(), &repo, tag);
-                    }
+                self.store
+                    .put_tag(&repo, tag, &stored.digest, self.now())
+                    .await?;
+                if let Some(tier) = &self.tier {
+                    tier.upload_tag(self.store.clone(), &repo, tag);
                 }
                 return Ok(response::mark(
                     response::manifest(&stored, head),
@@ -271,7 +273,10 @@ impl Cache {
         };
         match fetched {
             Ok(manifest) => {
-                let tag = stands_for_the_tag(&accept, &manifest.media_type).then_some(tag);
+                let tag = self
+                    .stands_for_the_tag(target, reference, &accept, &manifest)
+                    .await
+                    .then_some(tag);
                 let stored = self.store_manifest(&repo, tag, &manifest).await?;
                 Ok(response::mark(
                     response::manifest(&manifest, head),
@@ -365,6 +370,27 @@ impl Cache {
 
     /// Stores a manifest (and its tag); `false` when it could not be stored (no room, or the
     /// store failed: logged), so it is passed through: serving it matters more than keeping it.
+    /// Whether `manifest`, the upstream's answer by tag to a client sending `accept`, may become
+    /// the tag's record, which is served to every client. An upstream answers a client that
+    /// takes no index with one platform's manifest picked from the index (Distribution and
+    /// Docker Hub pick linux/amd64); recorded, that pick would be served by tag to every
+    /// platform. So such an answer is recorded only when a `HEAD` with every type accepted
+    /// names the same digest (the tag is that one image); any doubt leaves the tag unrecorded.
+    async fn stands_for_the_tag(
+        &self,
+        target: &Target,
+        reference: &Reference,
+        accept: &HeaderValue,
+        manifest: &Manifest,
+    ) -> bool {
+        if answers_every_client(accept, &manifest.media_type) {
+            return true;
+        }
+        let every = every_type();
+        let head = origin::revalidate(&self.upstream, target, reference, &every);
+        matches!(self.ask(target, head).await, Ok(Some(digest)) if digest == manifest.digest)
+    }
+
     async fn store_manifest(
         &self,
         repo: &str,
@@ -669,15 +695,18 @@ fn accepts_essence(accept: &HeaderValue, wanted: &str) -> bool {
     })
 }
 
-/// Whether the upstream's answer of `media_type` to a client sending `accept` is what the tag
-/// points to for every client. An upstream answers a client that takes no index with one
-/// platform's manifest picked from the index (Distribution and Docker Hub pick linux/amd64);
-/// recorded as the tag, that pick would be served by tag to every client, on every platform.
-/// So only an index, or the answer to a client that takes both kinds of index, is recorded.
-fn stands_for_the_tag(accept: &HeaderValue, media_type: &MediaType) -> bool {
+/// Whether the upstream's answer of `media_type` to a client sending `accept` is surely what
+/// the tag points to for every client: an index, or the answer to a client that takes both
+/// kinds of index.
+fn answers_every_client(accept: &HeaderValue, media_type: &MediaType) -> bool {
     media_type.is_index()
         || (accepts_essence(accept, oci::OCI_INDEX)
             && accepts_essence(accept, oci::DOCKER_MANIFEST_LIST))
+}
+
+/// The `Accept` of a client that takes every manifest type.
+fn every_type() -> HeaderValue {
+    HeaderValue::from_static(oci::MANIFEST_TYPES)
 }
 
 #[cfg(test)]
@@ -698,15 +727,18 @@ mod tests {
     }
 
     #[test]
-    fn only_an_index_or_an_answer_to_a_client_taking_indexes_stands_for_the_tag() {
+    fn only_an_index_or_an_answer_to_a_client_taking_indexes_answers_every_client() {
         let accept = |s: &'static str| HeaderValue::from_static(s);
         let single = MediaType::parse(oci::DOCKER_MANIFEST).unwrap();
         let index = MediaType::parse(oci::OCI_INDEX).unwrap();
-        assert!(stands_for_the_tag(&accept(oci::MANIFEST_TYPES), &single));
-        assert!(stands_for_the_tag(&accept("*/*"), &single));
-        assert!(stands_for_the_tag(&accept(oci::DOCKER_MANIFEST), &index));
-        assert!(!stands_for_the_tag(&accept(oci::DOCKER_MANIFEST), &single));
-        assert!(!stands_for_the_tag(
+        assert!(answers_every_client(&accept(oci::MANIFEST_TYPES), &single));
+        assert!(answers_every_client(&accept("*/*"), &single));
+        assert!(answers_every_client(&accept(oci::DOCKER_MANIFEST), &index));
+        assert!(!answers_every_client(
+            &accept(oci::DOCKER_MANIFEST),
+            &single
+        ));
+        assert!(!answers_every_client(
             &accept("application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"),
             &single
         ));
