@@ -837,3 +837,28 @@ async fn a_client_taking_no_index_gets_a_single_image_tag_from_the_store() {
     assert_eq!(offline.status, StatusCode::OK, "{:?}", offline.body);
     assert_eq!(offline.digest(), image.digest);
 }
+
+#[tokio::test]
+async fn offline_a_manifest_by_digest_is_served_even_of_a_type_the_client_did_not_list() {
+    let fake = FakeRegistry::start().await;
+    let image = fake.push_seeded(REPO, Some("v1"), 14, &[3000]);
+    let outpost = Outpost::start(external_config(&fake.host(), "p", None)).await;
+    let client = Client::new();
+    let url = outpost.url(&format!("/v2/quay.io/app/x/manifests/{}", image.digest));
+    assert_eq!(client.get(&url).await.digest(), image.digest);
+    fake.stop().await;
+    // A client listing only Docker's type asks for the stored OCI manifest by digest: the
+    // upstream would be asked, but it is gone, and the digest pins the bytes.
+    let docker_only = "application/vnd.docker.distribution.manifest.v2+json";
+    let reply = client.get_with(&url, &[("accept", docker_only)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.digest(), image.digest);
+    assert_eq!(reply.header("content-type"), Some(OCI_MANIFEST));
+    assert!(
+        reply
+            .header("warning")
+            .is_some_and(|w| w.starts_with("110 ")),
+        "{:?}",
+        reply.headers
+    );
+}

@@ -205,7 +205,11 @@ impl Cache {
         let tag = match reference {
             Reference::Digest(digest) => {
                 let stored = self.stored_manifest(digest).await?;
-                if let Some(manifest) = stored.filter(|m| accepts(&accept, &m.media_type)) {
+                let (stored, unaccepted) = match stored {
+                    Some(m) if accepts(&accept, &m.media_type) => (Some(m), None),
+                    other => (None, other),
+                };
+                if let Some(manifest) = stored {
                     return Ok(response::mark(response::manifest(&manifest, head), "hit"));
                 }
                 let shared = self.shared_manifest(digest).await?;
@@ -216,7 +220,15 @@ impl Cache {
                         "shared",
                     ));
                 }
-                let manifest = fetch().await?;
+                let manifest = match (fetch().await, unaccepted) {
+                    (Ok(manifest), _) => manifest,
+                    // The digest pins the bytes: offline, the stored manifest beats no answer,
+                    // though its type is not one the client listed.
+                    (Err(e), Some(stored)) if e.is_unavailable() => {
+                        return Ok(response::stale(&stored, head, &e))
+                    }
+                    (Err(e), _) => return Err(e),
+                };
                 let stored = self.store_manifest(&repo, None, &manifest).await?;
                 return Ok(response::mark(
                     response::manifest(&manifest, head),
