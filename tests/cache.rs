@@ -751,11 +751,15 @@ async fn a_client_taking_no_index_does_not_keep_an_expired_tag_from_its_new_inde
     let index = tag_index(&fake, "v1", &amd64, &arm64);
     jump(Duration::from_secs(301)).await;
     // A client taking no index revalidates, and the upstream's pick is the image it has.
+    fake.clear_requests();
     let old = Client::new()
         .get_with(&url, &[("accept", IMAGES_ONLY)])
         .await;
     assert_eq!(old.status, StatusCode::OK, "{:?}", old.body);
     assert_eq!(old.digest(), amd64.digest);
+    // One HEAD (the revalidation, whose digest also decides the record) and one GET.
+    assert_eq!(fake.requests_matching("HEAD", "/manifests/v1").len(), 1);
+    assert_eq!(fake.requests_matching("GET", "/manifests/v1").len(), 1);
     // That did not renew the tag: the next client revalidates too, and gets the index.
     let next = Client::new().get(&url).await;
     assert_eq!(next.status, StatusCode::OK);

@@ -205,12 +205,9 @@ impl Cache {
         let tag = match reference {
             Reference::Digest(digest) => {
                 let stored = self.stored_manifest(digest).await?;
-                let (stored, unaccepted) = match stored {
-                    Some(m) if accepts(&accept, &m.media_type) => (Some(m), None),
-                    other => (None, other),
-                };
-                if let Some(manifest) = stored {
-                    return Ok(response::mark(response::manifest(&manifest, head), "hit"));
+                if let Some(manifest) = stored.as_ref().filter(|m| accepts(&accept, &m.media_type))
+                {
+                    return Ok(response::mark(response::manifest(manifest, head), "hit"));
                 }
                 let shared = self.shared_manifest(digest).await?;
                 if let Some(manifest) = shared.filter(|m| accepts(&accept, &m.media_type)) {
@@ -220,14 +217,16 @@ impl Cache {
                         "shared",
                     ));
                 }
-                let manifest = match (fetch().await, unaccepted) {
-                    (Ok(manifest), _) => manifest,
-                    // The digest pins the bytes: offline, the stored manifest beats no answer,
-                    // though its type is not one the client listed.
-                    (Err(e), Some(stored)) if e.is_unavailable() => {
-                        return Ok(response::stale(&stored, head, &e))
-                    }
-                    (Err(e), _) => return Err(e),
+                let manifest = match fetch().await {
+                    Ok(manifest) => manifest,
+                    // The digest pins the bytes: offline, the stored manifest (of a type the
+                    // client did not list) beats no answer.
+                    Err(e) => match &stored {
+                        Some(stored) if e.is_unavailable() => {
+                            return Ok(response::stale(stored, head, &e))
+                        }
+                        _ => return Err(e),
+                    },
                 };
                 let stored = self.store_manifest(&repo, None, &manifest).await?;
                 return Ok(response::mark(
@@ -247,7 +246,7 @@ impl Cache {
         let Some((entry, stored)) = entry.zip(stored) else {
             let manifest = fetch().await?;
             let tag = self
-                .stands_for_the_tag(target, reference, &accept, &manifest)
+                .stands_for_the_tag(target, reference, &accept, &manifest, None)
                 .await
                 .then_some(tag);
             let stored = self.store_manifest(&repo, tag, &manifest).await?;
@@ -267,7 +266,7 @@ impl Cache {
                 origin::revalidate(&self.upstream, target, reference, &every_type()),
             )
             .await;
-        let fetched = match current {
+        let (fetched, current) = match current {
             Ok(Some(digest)) if digest == stored.digest => {
                 self.store
                     .put_tag(&repo, tag, &stored.digest, self.now())
@@ -280,13 +279,13 @@ impl Cache {
                     "revalidated",
                 ));
             }
-            Ok(_) => fetch().await,
-            Err(e) => Err(e),
+            Ok(current) => (fetch().await, current),
+            Err(e) => (Err(e), None),
         };
         match fetched {
             Ok(manifest) => {
                 let tag = self
-                    .stands_for_the_tag(target, reference, &accept, &manifest)
+                    .stands_for_the_tag(target, reference, &accept, &manifest, current)
                     .await
                     .then_some(tag);
                 let stored = self.store_manifest(&repo, tag, &manifest).await?;
@@ -380,29 +379,37 @@ impl Cache {
         }))
     }
 
-    /// Stores a manifest (and its tag); `false` when it could not be stored (no room, or the
-    /// store failed: logged), so it is passed through: serving it matters more than keeping it.
     /// Whether `manifest`, the upstream's answer by tag to a client sending `accept`, may become
     /// the tag's record, which is served to every client. An upstream answers a client that
     /// takes no index with one platform's manifest picked from the index (Distribution and
     /// Docker Hub pick linux/amd64); recorded, that pick would be served by tag to every
-    /// platform. So such an answer is recorded only when a `HEAD` with every type accepted
-    /// names the same digest (the tag is that one image); any doubt leaves the tag unrecorded.
+    /// platform. So such an answer is recorded only when the tag's digest for a client taking
+    /// every type (`every_type_digest`, else asked with a `HEAD`) is the same (the tag is that
+    /// one image); any doubt leaves the tag unrecorded.
     async fn stands_for_the_tag(
         &self,
         target: &Target,
         reference: &Reference,
         accept: &HeaderValue,
         manifest: &Manifest,
+        every_type_digest: Option<Digest>,
     ) -> bool {
         if answers_every_client(accept, &manifest.media_type) {
             return true;
         }
-        let every = every_type();
-        let head = origin::revalidate(&self.upstream, target, reference, &every);
-        matches!(self.ask(target, head).await, Ok(Some(digest)) if digest == manifest.digest)
+        let digest = match every_type_digest {
+            Some(digest) => Some(digest),
+            None => {
+                let every = every_type();
+                let head = origin::revalidate(&self.upstream, target, reference, &every);
+                self.ask(target, head).await.ok().flatten()
+            }
+        };
+        digest.as_ref() == Some(&manifest.digest)
     }
 
+    /// Stores a manifest (and its tag); `false` when it could not be stored (no room, or the
+    /// store failed: logged), so it is passed through: serving it matters more than keeping it.
     async fn store_manifest(
         &self,
         repo: &str,
