@@ -64,14 +64,15 @@ leaf!(
 );
 
 /// Sections that name where their secrets go (a registry's `domain`, the provider's
-/// `registry`, the shared store's `endpoint`): when a later file names another place, its
-/// section replaces the earlier one whole, so that no earlier password, certificate or setting
-/// is carried to a host it was not written for. Otherwise field by field.
+/// `registry`, the shared store's `endpoint`): when a later file names another place than the
+/// earlier one named, its section replaces the earlier one whole, so that no earlier password,
+/// certificate or setting is carried to a host it was not written for. Otherwise (the same
+/// place, or one named only now) field by field.
 macro_rules! bound_section {
     ($ty:ty, $place:ident { $($field:ident),* $(,)? }) => {
         impl Merge for $ty {
             fn merge(&mut self, later: Self) {
-                if later.$place.is_some() && later.$place != self.$place {
+                if self.$place.is_some() && later.$place.is_some() && later.$place != self.$place {
                     *self = later;
                     return;
                 }

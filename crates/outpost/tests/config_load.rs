@@ -882,6 +882,25 @@ fn a_later_file_naming_another_registry_does_not_inherit_the_earlier_credentials
         (credentials.username.as_str(), credentials.password.expose()),
         ("alice", "rotated")
     );
+    // Credentials in one file, the domain in a later one: they were written for that domain.
+    let creds = files.write(
+        "creds.yaml",
+        "stylus:\n  registryCredentials:\n    username: alice\n    password: pw\n",
+    );
+    let domain = files.write(
+        "domain.yaml",
+        "stylus:\n  registryCredentials:\n    domain: a.example.com\n",
+    );
+    let registry = load_ok(&[creds, domain])
+        .config
+        .registry_credentials
+        .unwrap();
+    assert_eq!(registry.host.to_string(), "a.example.com");
+    let credentials = registry.credentials.unwrap();
+    assert_eq!(
+        (credentials.username.as_str(), credentials.password.expose()),
+        ("alice", "pw")
+    );
 }
 
 #[test]
