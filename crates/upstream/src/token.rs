@@ -162,30 +162,6 @@ fn usable(token: Option<&Token>) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_cache_holds_at_most_max_slots_keys() {
-        let cache = TokenCache::default();
-        let key = |i: usize| TokenKey {
-            host: "registry.example".to_owned(),
-            scope: format!("repository:r{i}:pull"),
-            credentials: None,
-        };
-        let fetch = || async {
-            Ok::<_, ()>(Token::new(
-                Secret::new("t"),
-                Duration::from_secs(300),
-                Instant::now(),
-            ))
-        };
-        for i in 0..MAX_SLOTS * 2 + 1 {
-            cache.get_or_fetch(&key(i), fetch).await.unwrap();
-            assert!(cache.len() <= MAX_SLOTS, "{} keys after {i}", cache.len());
-        }
-        // The newest token is still served from the cache.
-        let newest = key(MAX_SLOTS * 2);
-        assert!(cache.cached(&newest).await.is_some());
-    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn key() -> TokenKey {
@@ -299,5 +275,29 @@ mod tests {
         assert!(cache.cached(&key()).await.is_none());
         let t = cache.get_or_fetch(&key(), fresh("t2")).await.unwrap();
         assert_eq!(t.expose(), "t2");
+    }
+
+    #[tokio::test]
+    async fn the_cache_holds_at_most_max_slots_keys() {
+        let cache = TokenCache::default();
+        let key = |i: usize| TokenKey {
+            host: "registry.example".to_owned(),
+            scope: format!("repository:r{i}:pull"),
+            credentials: None,
+        };
+        let fetch = || async {
+            Ok::<_, ()>(Token::new(
+                Secret::new("t"),
+                Duration::from_secs(300),
+                Instant::now(),
+            ))
+        };
+        for i in 0..MAX_SLOTS * 2 + 1 {
+            cache.get_or_fetch(&key(i), fetch).await.unwrap();
+            assert!(cache.len() <= MAX_SLOTS, "{} keys after {i}", cache.len());
+        }
+        // The newest token is still served from the cache.
+        let newest = key(MAX_SLOTS * 2);
+        assert!(cache.cached(&newest).await.is_some());
     }
 }
